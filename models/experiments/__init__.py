@@ -1,0 +1,1 @@
+"""End-to-end experiments: data, fit, evaluate and render for one system each."""

@@ -1,0 +1,65 @@
+"""Neural ODE with physics-aware ("augmented") inputs, the ACA paper's three-body NODE.
+
+Zhuang et al. 2020, Section 4.4 / Eq. 33-34: the kinematics dr/dt = K2 v are known; the
+acceleration is a small MLP of the positions, their pairwise differences and the differences
+divided by the first three powers of the distance (45 inputs -> 100 tanh -> 9, 5,509
+parameters), scaled by K1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from envs.three_body import K1, K2, STATE_DIM
+from physid.errors import ConfigError
+
+__all__ = ["AUG_DIM", "augmented_features", "AugmentedNODE"]
+
+AUG_DIM = 45
+_PAIRS = ([0, 0, 1], [1, 2, 2])  # (1,2), (1,3), (2,3)
+
+
+def augmented_features(r: torch.Tensor) -> torch.Tensor:
+    """The 45 augmented inputs of positions ``(..., 9)`` = ``[r1, r2, r3]``.
+
+    Returns ``(..., 45)``: ``[r1, r2, r3; d12, d13, d23; d/|d|, d/|d|^2, d/|d|^3]`` with
+    ``d_ij = r_i - r_j`` (each block 9 numbers, pairs in the order 12, 13, 23).
+    """
+    if r.shape[-1] != 9:
+        raise ConfigError(f"augmented_features takes positions (..., 9), got shape {r.shape}.")
+    bodies = r.reshape(*r.shape[:-1], 3, 3)
+    d = bodies[..., _PAIRS[0], :] - bodies[..., _PAIRS[1], :]  # (..., 3 pairs, 3)
+    norm = torch.linalg.vector_norm(d, dim=-1, keepdim=True)
+    flat = [x.flatten(-2) for x in (d, d / norm, d / norm**2, d / norm**3)]
+    return torch.cat([r, *flat], dim=-1)
+
+
+class AugmentedNODE(nn.Module):
+    """dr/dt = K2 v; dv/dt = K1 * MLP(augmented_features(r)).
+
+    Args:
+        hidden: width of the hidden tanh layer (100 in the paper).
+        dtype: parameter dtype.
+
+    The weights use PyTorch's default initialisation (seed with ``torch.manual_seed``).
+
+    ``forward(t, y)`` takes states ``(..., 18)`` and returns their time derivative.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 100,
+        *,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(AUG_DIM, hidden, dtype=dtype), nn.Tanh(), nn.Linear(hidden, 9, dtype=dtype)
+        )
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if y.shape[-1] != STATE_DIM:
+            raise ConfigError(f"AugmentedNODE takes states (..., 18), got shape {y.shape}.")
+        accel = K1 * self.net(augmented_features(y[..., :9]))
+        return torch.cat([K2 * y[..., 9:], accel], dim=-1)

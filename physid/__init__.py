@@ -1,0 +1,42 @@
+"""physid: identify physical systems with differentiable ODE solvers.
+
+The public API is what ``__all__`` lists; everything else may change.
+"""
+
+from __future__ import annotations
+
+from physid.errors import (
+    ConfigError,
+    DataError,
+    MissingDependencyError,
+    PhysicsError,
+    PhysidError,
+    SolverError,
+    SolverStatus,
+    TrainingError,
+)
+from physid.odeint import GRADIENT_METHODS, SOLVER_NAMES, odeint
+from physid.stats import SolveStats
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("physid")
+except Exception:  # pragma: no cover - not installed
+    __version__ = "0.1.0"
+
+__all__ = [
+    "odeint",
+    "SolveStats",
+    "SolverError",
+    "SolverStatus",
+    "PhysidError",
+    "ConfigError",
+    "DataError",
+    "PhysicsError",
+    "MissingDependencyError",
+    "TrainingError",
+    "GRADIENT_METHODS",
+    "SOLVER_NAMES",
+    "__version__",
+]

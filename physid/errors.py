@@ -1,0 +1,69 @@
+"""The exceptions physid raises. Every one derives from :class:`PhysidError`.
+
+The CLI catches :class:`PhysidError`, prints its message as one line and exits with code 1;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "PhysidError",
+    "ConfigError",
+    "DataError",
+    "PhysicsError",
+    "MissingDependencyError",
+    "TrainingError",
+    "SolverStatus",
+    "SolverError",
+]
+
+
+class PhysidError(Exception):
+    """Base class of every error physid raises on purpose."""
+
+
+class ConfigError(PhysidError, ValueError):
+    """An option or argument has an invalid value."""
+
+
+class DataError(PhysidError, ValueError):
+    """A data set, run directory or checkpoint is missing, malformed or inconsistent."""
+
+
+class PhysicsError(PhysidError, RuntimeError):
+    """A simulator diverged or produced a non-physical state."""
+
+
+class MissingDependencyError(PhysidError, ImportError):
+    """An optional backend is not installed; the message names the package to install."""
+
+
+class TrainingError(PhysidError, RuntimeError):
+    """A fit cannot continue (for example the loss stayed non-finite)."""
+
+
+class SolverStatus(enum.IntEnum):
+    """How an ODE solve ended."""
+
+    SUCCESS = 0
+    MAX_STEPS_REACHED = 1
+    STEP_SIZE_UNDERFLOW = 2
+    NON_FINITE = 3
+
+
+class SolverError(PhysidError, RuntimeError):
+    """An ODE solve failed.
+
+    Attributes:
+        status: the :class:`SolverStatus` the solve ended with.
+        t: the time reached when it failed.
+        step_size: the last step size tried.
+    """
+
+    def __init__(self, status: SolverStatus, message: str, *, t: float, step_size: float):
+        super().__init__(message)
+        self.status = status
+        self.t = t
+        self.step_size = step_size

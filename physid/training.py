@@ -1,0 +1,514 @@
+"""The generic fit loop: epochs, checkpoints, best-model selection, NaN guard, resume.
+
+:func:`train` knows no physical system. The caller supplies ``epoch_fn(epoch)``, which runs one
+epoch (its optimisation steps, and any validation) and returns a mapping of numbers; ``train``
+does everything around it:
+
+- ``config.json`` (the resolved options) is written atomically at the start;
+- ``metrics.jsonl`` gets one line per finished epoch: ``epoch``, ``seconds``, ``lr`` (of the
+  first parameter group when the epoch started) and whatever ``epoch_fn`` returned;
+- ``model.pt`` holds ``"best"`` (the model with the best ``select_metric`` so far) and
+  ``"last"`` (model, optimiser and scheduler states, RNG states, the epoch), rewritten
+  atomically after every epoch;
+- a non-finite loss (or parameters, or a :class:`SolverError` with status ``NON_FINITE``)
+  restores the last good state, cuts the learning rate and retries the epoch; after
+  ``nan_retries`` consecutive failures it raises :class:`TrainingError`;
+- Ctrl-C (:class:`KeyboardInterrupt`) leaves ``model.pt`` at the last finished epoch and returns
+  with ``interrupted=True``; calling :func:`train` again on the same run directory resumes from
+  there and, given the same ``epoch_fn``, ends with the same parameters as a run that was never
+  interrupted (global torch, numpy and ``random`` RNG states, and any ``generators`` passed in,
+  are checkpointed).
+
+Epochs are numbered from 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from physid._io import (
+    append_jsonl,
+    load_json,
+    load_torch,
+    package_version,
+    read_jsonl,
+    save_json,
+    save_torch,
+    to_jsonable,
+    write_text_atomic,
+)
+from physid.errors import ConfigError, DataError, SolverError, SolverStatus, TrainingError
+from physid.progress import make_progress, stderr_console
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "EpochFn",
+    "TrainResult",
+    "train",
+    "load_checkpoint",
+    "load_model_state",
+]
+
+CHECKPOINT_FORMAT = "physid.training/1"
+EpochFn = Callable[[int], Mapping[str, Any]]
+_RESUME_IGNORE_DEFAULT = ("epochs", "device", "progress", "resume", "physid_version")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        run_dir: the run directory.
+        epochs_completed: epochs finished in total, before a resume included.
+        best_epoch: the epoch of the best ``select_metric`` (``None`` if no epoch finished).
+        best_metric: its value (``nan`` if no epoch finished).
+        interrupted: the loop stopped on Ctrl-C.
+        stopped_early: the loop stopped because ``time_limit`` was reached.
+        resumed_from: the first epoch this call ran (0 for a fresh run).
+        nan_events: non-finite epochs that were retried during this call.
+        seconds: wall-clock time of this call.
+        history: one record per finished epoch (as in ``metrics.jsonl``), resumed ones included.
+    """
+
+    run_dir: Path
+    epochs_completed: int
+    best_epoch: int | None
+    best_metric: float
+    interrupted: bool
+    stopped_early: bool
+    resumed_from: int
+    nan_events: int
+    seconds: float
+    history: list[dict[str, Any]]
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The record of the last finished epoch (empty if none)."""
+        return self.history[-1] if self.history else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (without the history)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "epochs_completed": self.epochs_completed,
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "interrupted": self.interrupted,
+            "stopped_early": self.stopped_early,
+            "resumed_from": self.resumed_from,
+            "nan_events": self.nan_events,
+            "seconds": self.seconds,
+        }
+
+
+def _rng_state(generators: Sequence[torch.Generator]) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "generators": [g.get_state() for g in generators],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], generators: Sequence[torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    saved = state.get("generators", [])
+    if len(saved) != len(generators):
+        raise ConfigError(
+            f"the checkpoint holds {len(saved)} generator state(s) but {len(generators)} "
+            "generator(s) were passed to train; pass the same generators to resume."
+        )
+    for g, s in zip(generators, saved, strict=True):
+        g.set_state(s.cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _number(value: Any) -> Any:
+    """Metric values: tensors and numpy scalars become Python numbers."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().item() if value.numel() == 1 else value.detach().cpu().tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _params_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _compare_configs(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Collection[str]
+) -> list[str]:
+    keys = (set(old) | set(new)) - set(ignore)
+    return sorted(k for k in keys if old.get(k) != new.get(k))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``run_dir/model.pt`` as written by :func:`train`.
+
+    Raises:
+        DataError: the file is missing, unreadable, or not a physid training checkpoint.
+    """
+    path = Path(run_dir) / "model.pt"
+    ckpt = load_torch(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is not a physid training checkpoint.")
+    return ckpt
+
+
+def load_model_state(
+    model: nn.Module, run_dir: str | Path, which: Literal["best", "last"] = "best"
+) -> int:
+    """Load the ``best`` (default) or ``last`` model of a run into ``model``.
+
+    Returns:
+        the epoch that state comes from.
+
+    Raises:
+        DataError: the run has no such checkpoint, or it does not fit ``model``.
+    """
+    ckpt = load_checkpoint(run_dir)
+    entry = ckpt.get(which)
+    if not entry:
+        raise DataError(f"{Path(run_dir) / 'model.pt'} holds no '{which}' model yet.")
+    try:
+        model.load_state_dict(entry["model"])
+    except RuntimeError as exc:
+        raise DataError(
+            f"the '{which}' model in {Path(run_dir) / 'model.pt'} does not fit this model: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    return int(entry["epoch"])
+
+
+def train(
+    model: nn.Module,
+    epoch_fn: EpochFn,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    run_dir: str | Path,
+    config: Mapping[str, Any] | None = None,
+    scheduler: Any = None,
+    scheduler_interval: Literal["epoch", "manual"] = "epoch",
+    select_metric: str = "loss",
+    select_mode: Literal["min", "max"] = "min",
+    resume: bool = True,
+    resume_ignore: Collection[str] = _RESUME_IGNORE_DEFAULT,
+    progress: bool = True,
+    description: str = "fit",
+    nan_retries: int = 3,
+    nan_lr_factor: float = 0.5,
+    time_limit: float | None = None,
+    generators: Sequence[torch.Generator] = (),
+    plot: bool = True,
+) -> TrainResult:
+    """Fit ``model`` for ``epochs`` epochs of ``epoch_fn``, with checkpoints and resume.
+
+    Args:
+        model: the module being fitted; its ``state_dict`` is checkpointed.
+        epoch_fn: ``epoch_fn(epoch) -> {"loss": ..., ...}`` runs one epoch (zero_grad, backward,
+            ``optimizer.step()`` as often as it likes) and returns numbers (floats, ints or
+            one-element tensors). It must return ``select_metric``.
+        optimizer: the optimiser ``epoch_fn`` steps; checkpointed.
+        epochs: total number of epochs (a resumed run continues up to this number).
+        run_dir: the run directory (created).
+        config: every resolved option of the run, written to ``config.json``; the CLI reads
+            its ``"system"`` key. On resume, keys other than ``resume_ignore`` must be equal.
+        scheduler: an LR scheduler (checkpointed). With ``scheduler_interval="epoch"``,
+            ``train`` calls ``scheduler.step()`` after every finished epoch
+            (``step(metric)`` for ``ReduceLROnPlateau``); with ``"manual"``, ``epoch_fn``
+            steps it.
+        scheduler_interval: see ``scheduler``.
+        select_metric: the metric that picks the ``best`` model.
+        select_mode: ``"min"`` or ``"max"``.
+        resume: continue from ``run_dir/model.pt`` when it exists; ``False`` starts afresh
+            (and overwrites the run's files).
+        resume_ignore: config keys allowed to change on resume.
+        progress: draw a progress bar (only on a terminal).
+        description: the progress bar's label.
+        nan_retries: consecutive non-finite epochs retried before giving up.
+        nan_lr_factor: the learning rate is multiplied by this at each retry.
+        time_limit: stop after the epoch during which this many seconds have passed.
+        generators: extra ``torch.Generator`` objects ``epoch_fn`` draws from; their states
+            are checkpointed so that a resumed run is identical.
+        plot: write ``plots/loss.png`` at the end.
+
+    Returns:
+        a :class:`TrainResult`.
+
+    Raises:
+        TrainingError: the loss stayed non-finite for ``nan_retries + 1`` tries, or
+            ``epoch_fn`` did not return ``select_metric``.
+        ConfigError: an invalid option, or resuming a run made with different options.
+        DataError: an existing ``model.pt`` is unreadable.
+    """
+    if epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {epochs}.")
+    if select_mode not in ("min", "max"):
+        raise ConfigError(f"select_mode must be 'min' or 'max', got {select_mode!r}.")
+    if scheduler_interval not in ("epoch", "manual"):
+        raise ConfigError(
+            f"scheduler_interval must be 'epoch' or 'manual', got {scheduler_interval!r}."
+        )
+    if nan_retries < 0 or not (0.0 < nan_lr_factor <= 1.0):
+        raise ConfigError("nan_retries must be >= 0 and nan_lr_factor in (0, 1].")
+
+    t_start = time.perf_counter()
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run / "model.pt"
+    metrics_path = run / "metrics.jsonl"
+    config_path = run / "config.json"
+    console = stderr_console()
+
+    cfg: dict[str, Any] = dict(to_jsonable(dict(config or {})))
+    cfg.setdefault("physid_version", package_version())
+
+    sign = 1.0 if select_mode == "min" else -1.0
+    best_metric = math.nan
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
+
+    # ---- resume or start afresh -------------------------------------------------------------
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(run)
+        if ckpt.get("select_metric") != select_metric or ckpt.get("select_mode") != select_mode:
+            raise ConfigError(
+                f"{run} selects its best model by {ckpt.get('select_mode')} "
+                f"{ckpt.get('select_metric')!r}, not {select_mode} {select_metric!r}; "
+                "use a new run directory or start afresh."
+            )
+        if config_path.exists():
+            old_cfg = load_json(config_path)
+            if isinstance(old_cfg, dict):
+                changed = _compare_configs(old_cfg, cfg, resume_ignore)
+                if changed:
+                    raise ConfigError(
+                        f"{run} was made with different options ({', '.join(changed)}); "
+                        "use a new run directory, or start afresh without resuming."
+                    )
+        last = ckpt["last"]
+        try:
+            model.load_state_dict(last["model"])
+            optimizer.load_state_dict(last["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise DataError(
+                f"the checkpoint in {ckpt_path} does not fit this model or optimiser: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+        if scheduler is not None and last.get("scheduler") is not None:
+            scheduler.load_state_dict(last["scheduler"])
+        _set_rng_state(last["rng"], generators)
+        start_epoch = int(last["epoch"]) + 1
+        if ckpt.get("best"):
+            best_epoch = int(ckpt["best"]["epoch"])
+            best_metric = float(ckpt["best"]["metric"])
+            best_state = ckpt["best"]["model"]
+        if metrics_path.exists():
+            history = [r for r in read_jsonl(metrics_path) if int(r["epoch"]) < start_epoch]
+        write_text_atomic(metrics_path, "".join(_jsonl_line(r) for r in history))
+    else:
+        write_text_atomic(metrics_path, "")
+        ckpt_path.unlink(missing_ok=True)
+    save_json(config_path, cfg)
+
+    def snapshot(epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": _cpu_state_dict(model),
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "scheduler": None if scheduler is None else copy.deepcopy(scheduler.state_dict()),
+            "rng": _rng_state(generators),
+        }
+
+    def restore(snap: Mapping[str, Any]) -> None:
+        model.load_state_dict(snap["model"])
+        optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+        if scheduler is not None and snap["scheduler"] is not None:
+            scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
+        _set_rng_state(snap["rng"], generators)
+
+    def write_checkpoint(last_snap: Mapping[str, Any]) -> None:
+        best = (
+            None
+            if best_state is None
+            else {"epoch": best_epoch, "metric": best_metric, "model": best_state}
+        )
+        save_torch(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "select_metric": select_metric,
+                "select_mode": select_mode,
+                "best": best,
+                "last": last_snap,
+            },
+        )
+
+    good = snapshot(start_epoch - 1)
+    saved_epoch: int | None = None
+    interrupted = False
+    stopped_early = False
+    nan_events = 0
+
+    # ---- the loop ---------------------------------------------------------------------------
+    with make_progress(progress) as bar:
+        task = bar.add_task(description, total=max(epochs, 1), completed=start_epoch)
+        epoch = start_epoch
+        consecutive_nan = 0
+        try:
+            while epoch < epochs:
+                lr_start = _lr(optimizer)
+                t0 = time.perf_counter()
+                failure: str | None = None
+                try:
+                    raw = epoch_fn(epoch)
+                except SolverError as exc:
+                    if exc.status != SolverStatus.NON_FINITE:
+                        raise
+                    failure = f"the solver met a non-finite state ({exc})"
+                    raw = {}
+                seconds = time.perf_counter() - t0
+                metrics = {str(k): _number(v) for k, v in dict(raw).items()}
+                if failure is None:
+                    if select_metric not in metrics:
+                        raise TrainingError(
+                            f"epoch_fn returned no {select_metric!r} "
+                            f"(it returned {', '.join(metrics) or 'nothing'})."
+                        )
+                    guarded = {select_metric, "loss"} & set(metrics)
+                    bad = [k for k in sorted(guarded) if not _is_finite_number(metrics[k])]
+                    if bad:
+                        failure = f"{', '.join(bad)} is not finite"
+                    elif not _params_finite(model):
+                        failure = "the parameters became non-finite"
+                if failure is not None:
+                    nan_events += 1
+                    consecutive_nan += 1
+                    restore(good)
+                    if consecutive_nan > nan_retries:
+                        raise TrainingError(
+                            f"training failed at epoch {epoch}: {failure} after "
+                            f"{nan_retries} retr{'y' if nan_retries == 1 else 'ies'} with the "
+                            f"learning rate cut to {_lr(optimizer):.3g}; lower the learning "
+                            "rate or tighten the solver tolerances."
+                        )
+                    _scale_lr(optimizer, scheduler, nan_lr_factor)
+                    console.print(
+                        f"[yellow]epoch {epoch}: {failure}; restored epoch {epoch - 1} and "
+                        f"cut the learning rate to {_lr(optimizer):.3g} "
+                        f"(retry {consecutive_nan}/{nan_retries}).[/yellow]",
+                        highlight=False,
+                    )
+                    continue
+                consecutive_nan = 0
+
+                value = float(metrics[select_metric])
+                if best_epoch is None or sign * value < sign * best_metric:
+                    best_metric, best_epoch = value, epoch
+                    best_state = _cpu_state_dict(model)
+                if scheduler is not None and scheduler_interval == "epoch":
+                    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        scheduler.step(value)
+                    else:
+                        scheduler.step()
+
+                record: dict[str, Any] = {"epoch": epoch, "seconds": seconds, "lr": lr_start}
+                record.update({k: v for k, v in metrics.items() if k != "epoch"})
+                history.append(record)
+                append_jsonl(metrics_path, record)
+                good = snapshot(epoch)
+                write_checkpoint(good)
+                saved_epoch = epoch
+
+                bar.update(
+                    task,
+                    completed=epoch + 1,
+                    description=f"{description} {select_metric} {value:.4g} "
+                    f"(best {best_metric:.4g})",
+                )
+                epoch += 1
+                if time_limit is not None and time.perf_counter() - t_start > time_limit:
+                    stopped_early = epoch < epochs
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            restore(good)
+            if saved_epoch != good["epoch"]:
+                write_checkpoint(good)
+            console.print(
+                f"[yellow]interrupted during epoch {epoch}; {ckpt_path} holds epoch "
+                f"{good['epoch']}: run again with the same options to resume.[/yellow]",
+                highlight=False,
+            )
+
+    if plot and history:
+        from physid.evaluate import plot_loss_curve
+
+        plot_loss_curve(metrics_path, run / "plots" / "loss.png")
+
+    return TrainResult(
+        run_dir=run,
+        epochs_completed=int(good["epoch"]) + 1,
+        best_epoch=best_epoch,
+        best_metric=best_metric,
+        interrupted=interrupted,
+        stopped_early=stopped_early,
+        resumed_from=start_epoch,
+        nan_events=nan_events,
+        seconds=time.perf_counter() - t_start,
+        history=history,
+    )
+
+
+def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * factor
+        if "initial_lr" in group:
+            group["initial_lr"] = group["initial_lr"] * factor
+    base = getattr(scheduler, "base_lrs", None)
+    if isinstance(base, list):
+        scheduler.base_lrs = [b * factor for b in base]
+    last = getattr(scheduler, "_last_lr", None)
+    if isinstance(last, list):
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def _jsonl_line(record: Mapping[str, Any]) -> str:
+    return json.dumps(to_jsonable(dict(record)), allow_nan=False) + "\n"
