@@ -22,6 +22,13 @@ _register(
     max_episode_steps=200,
 )
 
+# --- acrobot ------------------------------------------------------------------------------------
+_register(
+    "physid/Acrobot-v0",
+    entry_point="envs.acrobot:AcrobotEnv",
+    max_episode_steps=400,
+)
+
 # --- hopper -------------------------------------------------------------------------------------
 _register(
     "physid/Hopper-v0",

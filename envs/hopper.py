@@ -109,7 +109,9 @@ HOPPER_XML = """\
   <worldbody>
     <camera name="cam0" pos="0 -2.8 0.8" euler="90 0 0" mode="trackcom"/>
     <camera name="back" pos="-2 -.2 1.2" xyaxes="0.2 -1 0 .5 0 2" mode="trackcom"/>
-    <geom name="floor" type="plane" conaffinity="1" pos="48 0 0" size="50 1.25 .2"
+    <!-- the suite draws x in [-2, 98]; the hopper data drift both ways, so draw x in [-50, 50].
+         A plane collides over its whole infinite extent either way: same physics. -->
+    <geom name="floor" type="plane" conaffinity="1" pos="0 0 0" size="50 1.25 .2"
           material="grid"/>
     <body name="torso" pos="0 0 1" childclass="hopper">
       <light name="top" pos="0 0 2" mode="trackcom"/>
@@ -605,11 +607,15 @@ def render_states(
     width: int = 320,
     height: int = 240,
     camera: str = "cam0",
+    rgba: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
     """Render a sequence of hopper states.
 
     Args:
         states: ``(T, 14)`` or ``(T, 7)`` (qpos only; velocities are not needed to draw).
+        width, height: frame size.
+        camera: the camera (``"cam0"`` follows the centre of mass from the side).
+        rgba: the hopper's colour (default the suite's brown), e.g. to tell a model from the truth.
 
     Returns:
         ``(T, height, width, 3)`` uint8 frames.
@@ -618,6 +624,8 @@ def render_states(
     if states.ndim != 2 or states.shape[1] not in (7, 14):
         raise ConfigError(f"states must be (T, 14) or (T, 7), got {states.shape}.")
     model = load_model()
+    if rgba is not None:
+        model.mat_rgba[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_MATERIAL, "self")] = rgba
     data = mujoco.MjData(model)
     renderer = mujoco.Renderer(model, height, width)
     frames = np.empty((states.shape[0], height, width, 3), dtype=np.uint8)

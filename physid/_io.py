@@ -228,10 +228,12 @@ def load_torch(
 
 
 def package_version() -> str:
-    """The installed physid version, or ``"0+unknown"`` when it is not installed."""
+    """The installed physid version (``physid.__version__`` when it is not installed)."""
     from importlib import metadata
 
     try:
         return metadata.version("physid")
     except metadata.PackageNotFoundError:
-        return "0+unknown"
+        import physid
+
+        return str(getattr(physid, "__version__", "0+unknown"))

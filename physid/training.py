@@ -50,7 +50,7 @@ from physid._io import (
     write_text_atomic,
 )
 from physid.errors import ConfigError, DataError, SolverError, SolverStatus, TrainingError
-from physid.progress import make_progress, stderr_console
+from physid.progress import make_progress
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -117,7 +117,7 @@ class TrainResult:
 def _rng_state(generators: Sequence[torch.Generator]) -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 (the global RNG, on purpose)
         "python": random.getstate(),
         "generators": [g.get_state() for g in generators],
     }
@@ -128,7 +128,7 @@ def _rng_state(generators: Sequence[torch.Generator]) -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any], generators: Sequence[torch.Generator]) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
     random.setstate(state["python"])
     saved = state.get("generators", [])
     if len(saved) != len(generators):
@@ -293,7 +293,6 @@ def train(
     ckpt_path = run / "model.pt"
     metrics_path = run / "metrics.jsonl"
     config_path = run / "config.json"
-    console = stderr_console()
 
     cfg: dict[str, Any] = dict(to_jsonable(dict(config or {})))
     cfg.setdefault("physid_version", package_version())
@@ -389,6 +388,7 @@ def train(
 
     # ---- the loop ---------------------------------------------------------------------------
     with make_progress(progress) as bar:
+        console = bar.console
         task = bar.add_task(description, total=max(epochs, 1), completed=start_epoch)
         epoch = start_epoch
         consecutive_nan = 0

@@ -116,7 +116,8 @@ class _AdjointFunction(torch.autograd.Function):
             if grad_t is not None:
                 f_0 = func(torch.as_tensor(tf[0], dtype=t.dtype), ys[0])
                 count.nfe += 1
-                grad_t[0] = -(a0 * f_0.reshape(-1)).sum()
+                # y(t_0) = y0 itself does not move with t_0: leave its own loss gradient out
+                grad_t[0] = -((a0 - g[0]) * f_0.reshape(-1)).sum()
         st = problem.stats
         st.nfe_backward += count.nfe
         st.backward_steps_accepted += count.accepted

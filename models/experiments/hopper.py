@@ -1,0 +1,623 @@
+"""The latent-ODE MuJoCo hopper experiment (Rubanova et al. 2019; ACA paper, Table 4), end to end.
+
+- :func:`simulate` writes the data set (:mod:`envs.hopper`'s protocol) to an ``.npz``.
+- :func:`fit` trains a :class:`models.latent_ode.LatentODE` on irregularly-sampled windows
+  (``int(100 s)`` observed points per trajectory, re-drawn every batch) with the chosen gradient
+  method for the latent ODE solve, through :func:`physid.training.train`; returns the run
+  directory.
+- :func:`evaluate` computes the test MSE over *all* 100 points of every test trajectory, in
+  normalised units (the papers report it ×1e-2), with the test masks drawn once from a fixed seed
+  and stored in the run (``test_mask.npy``); plots reconstructions against the truth per feature.
+- :func:`render` replays a test trajectory in MuJoCo beside the model's reconstruction (joint
+  positions decoded and un-normalised) as an MP4.
+
+Presets: ``paper`` is the published setting (10,000 trajectories, 300 epochs, the paper's network
+sizes; meant for a GPU); ``default`` keeps the protocol (batch 50, Adamax 1e-2 with decay, KL
+annealing, 3 samples, dopri5 at rtol 1e-3 / atol 1e-4) at a CPU budget (1,000 trajectories,
+smaller networks, fewer epochs); ``tiny`` exists for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs import hopper as H
+from models.latent_ode import PRESET_SIZES, LatentODE, LatentODEConfig, kl_coefficient
+from physid._io import load_json, save_json
+from physid.data import TrajectoryDataset, load_dataset, subsample_mask
+from physid.errors import ConfigError, DataError
+
+__all__ = [
+    "SYSTEM",
+    "MODEL",
+    "PRESETS",
+    "OBSERVED_FRACTIONS",
+    "PAPER_TABLE4",
+    "FitConfig",
+    "simulate",
+    "load_data",
+    "build_model",
+    "fit",
+    "evaluate",
+    "test_mse",
+    "render",
+    "render_dataset",
+]
+
+SYSTEM = "hopper"
+MODEL = "latent-ode"
+OBSERVED_FRACTIONS = (0.1, 0.2, 0.5)
+
+#: Test MSE ×1e-2 of the ACA paper's Table 4 (latent ODE; naive numbers from Rubanova et al.).
+PAPER_TABLE4: dict[str, dict[float, float]] = {
+    "adjoint": {0.1: 0.47, 0.2: 0.44, 0.5: 0.40},
+    "naive": {0.1: 0.36, 0.2: 0.30, 0.5: 0.29},
+    "aca": {0.1: 0.31, 0.2: 0.27, 0.5: 0.26},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Preset:
+    sizes: LatentODEConfig
+    n_trajectories: int
+    epochs: int
+    eval_every: int
+
+
+PRESETS: dict[str, _Preset] = {
+    "paper": _Preset(PRESET_SIZES["paper"], n_trajectories=10_000, epochs=300, eval_every=10),
+    "default": _Preset(PRESET_SIZES["default"], n_trajectories=1_000, epochs=100, eval_every=5),
+    "tiny": _Preset(PRESET_SIZES["tiny"], n_trajectories=20, epochs=2, eval_every=1),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Every option of a hopper latent-ODE fit. ``None`` means "from the preset".
+
+    Attributes:
+        observed: the observed fraction s of each trajectory's 100 points (0.1, 0.2, 0.5).
+        method: gradient method of the latent ODE solve: naive, adjoint, seminorm, aca.
+        preset: ``"default"`` (CPU budget), ``"paper"`` (published sizes and budget) or
+            ``"tiny"``.
+        seed: seeds initialisation, batch order, masks and z0 samples.
+        data: an existing data set (``physid simulate hopper``); by default one is generated
+            with ``n_trajectories`` and ``data_seed`` and cached in ``data_dir``.
+        n_trajectories: trajectories of the generated data set (80% train, 20% test).
+        data_seed: seed of the generated data set (123 as in the reference).
+        data_dir: where generated data sets are cached.
+        epochs: training epochs.
+        batch_size: trajectories per batch (50).
+        lr: Adamax learning rate (1e-2), multiplied by ``lr_decay`` every iteration down to
+            ``lr * lr_min_factor``.
+        n_samples: z0 samples in the training ELBO (3).
+        eval_samples: z0 samples when measuring the test MSE (3, as the reference's test loop).
+        kl_wait, kl_rate: KL weight 0 for ``kl_wait`` epochs, then ``1 - kl_rate**(e - wait)``.
+        solver, rtol, atol: the latent ODE's solver and tolerances (dopri5, 1e-3, 1e-4).
+        normalisation: ``"minmax"`` (sound, the default) or ``"reference"`` (the paper's quirk).
+        eval_every: test MSE every this many epochs (and at the last epoch).
+        test_mask_seed: seed of the fixed test masks.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: ``torch.set_num_threads`` for the run (CPU), or None to leave it.
+        runs_dir: parent of the run directory; run_dir: the run directory itself (overrides).
+        progress: progress bar; resume: continue an interrupted run; time_limit: seconds.
+    """
+
+    observed: float = 0.1
+    method: str = "aca"
+    preset: str = "default"
+    seed: int = 0
+    data: str | None = None
+    n_trajectories: int | None = None
+    data_seed: int = 123
+    data_dir: str = "data"
+    epochs: int | None = None
+    batch_size: int = 50
+    lr: float = 1e-2
+    lr_decay: float = 0.999
+    lr_min_factor: float = 0.1
+    n_samples: int = 3
+    eval_samples: int = 3
+    kl_wait: int = 10
+    kl_rate: float = 0.99
+    solver: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    normalisation: str = "minmax"
+    eval_every: int | None = None
+    test_mask_seed: int = 2024
+    device: str = "auto"
+    threads: int | None = None
+    runs_dir: str = "runs"
+    run_dir: str | None = None
+    progress: bool = True
+    resume: bool = True
+    time_limit: float | None = None
+
+    def resolved(self) -> FitConfig:
+        """Validate and fill the preset's values in.
+
+        Raises:
+            ConfigError: an option is out of range or unknown.
+        """
+        import physid
+
+        if self.preset not in PRESETS:
+            raise ConfigError(
+                f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}."
+            )
+        if self.method not in physid.GRADIENT_METHODS:
+            raise ConfigError(
+                f"unknown method {self.method!r}; "
+                f"choose one of {', '.join(physid.GRADIENT_METHODS)}."
+            )
+        if self.solver not in physid.SOLVER_NAMES:
+            raise ConfigError(
+                f"unknown solver {self.solver!r}; choose one of {', '.join(physid.SOLVER_NAMES)}."
+            )
+        if not 0.0 < self.observed <= 1.0:
+            raise ConfigError(f"--observed must be in (0, 1], got {self.observed}.")
+        if self.normalisation not in H.NORMALISATIONS:
+            raise ConfigError(
+                f"unknown normalisation {self.normalisation!r}; "
+                f"choose {' or '.join(H.NORMALISATIONS)}."
+            )
+        for name in ("batch_size", "n_samples", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.lr <= 0 or not 0 < self.lr_decay <= 1 or not 0 < self.lr_min_factor <= 1:
+            raise ConfigError("lr must be > 0, lr_decay and lr_min_factor in (0, 1].")
+        p = PRESETS[self.preset]
+        cfg = dataclasses.replace(
+            self,
+            n_trajectories=self.n_trajectories
+            if self.n_trajectories is not None
+            else p.n_trajectories,
+            epochs=self.epochs if self.epochs is not None else p.epochs,
+            eval_every=self.eval_every if self.eval_every is not None else p.eval_every,
+        )
+        if int(cfg.epochs or 0) < 0 or int(cfg.eval_every or 0) < 1:
+            raise ConfigError("epochs must be >= 0 and eval_every >= 1.")
+        if cfg.data is None and (cfg.n_trajectories or 0) < 2:
+            raise ConfigError(f"n_trajectories must be at least 2, got {cfg.n_trajectories}.")
+        return cfg
+
+    @property
+    def sizes(self) -> LatentODEConfig:
+        """The network sizes of the preset."""
+        return PRESETS[self.preset].sizes
+
+    def run_path(self) -> Path:
+        """``runs/hopper-latent-ode-[preset-]obs<pct>-<method>-<seed>`` unless ``run_dir``."""
+        if self.run_dir is not None:
+            return Path(self.run_dir)
+        pct = int(round(100 * self.observed))
+        preset = "" if self.preset == "default" else f"{self.preset}-"
+        return Path(self.runs_dir) / f"{SYSTEM}-{MODEL}-{preset}obs{pct}-{self.method}-{self.seed}"
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def simulate(
+    n_trajectories: int = 1_000,
+    seed: int = 123,
+    out: str | Path | None = None,
+    params: H.HopperParams = H.HopperParams(),
+) -> Path:
+    """Generate the hopper data set and write it (``physid simulate hopper``).
+
+    Args:
+        n_trajectories: trajectories (the paper: 10,000).
+        seed: the data seed.
+        out: the ``.npz`` to write; default ``data/hopper-n<N>-seed<S>.npz``.
+
+    Returns:
+        the path written.
+    """
+    path = Path(out) if out is not None else _cache_path("data", n_trajectories, seed)
+    H.generate(n_trajectories, seed=seed, params=params).save(path)
+    return path
+
+
+def _cache_path(data_dir: str | Path, n: int, seed: int) -> Path:
+    return Path(data_dir) / f"hopper-n{n}-seed{seed}.npz"
+
+
+def load_data(cfg: FitConfig) -> TrajectoryDataset:
+    """The data set of a (resolved) config: ``cfg.data``, else the cached or freshly generated
+    ``n_trajectories``/``data_seed`` set.
+
+    Raises:
+        DataError: the file is not a hopper data set.
+    """
+    if cfg.data is not None:
+        ds = load_dataset(cfg.data)
+    else:
+        n = int(cfg.n_trajectories or 0)
+        path = _cache_path(cfg.data_dir, n, cfg.data_seed)
+        ds = None
+        if path.exists():
+            ds = load_dataset(path)
+            if ds.metadata.get("seed") != cfg.data_seed or ds.n_trajectories != n:
+                ds = None
+        if ds is None:
+            simulate(n, cfg.data_seed, path)
+            ds = load_dataset(path)
+    if ds.metadata.get("system") != SYSTEM or ds.state_dim != 14 or ds.t.ndim != 1:
+        raise DataError("the data set is not a hopper data set (physid simulate hopper).")
+    if "n_train" not in ds.metadata:
+        raise DataError("the hopper data set's metadata has no n_train (train/test split).")
+    return ds
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tensors:
+    t: torch.Tensor  # (T,)
+    train: torch.Tensor  # (n_train, T, 14) normalised
+    test: torch.Tensor  # (n_test, T, 14) normalised
+    stats: dict[str, Any]
+
+
+def _tensors(ds: TrajectoryDataset, cfg: FitConfig, device: torch.device) -> _Tensors:
+    stats = H.normalisation_of(ds, cfg.normalisation)
+    n_train = int(ds.metadata["n_train"])
+    y = torch.as_tensor(H.normalise(ds.y, stats), dtype=torch.float32, device=device)
+    t = torch.as_tensor(ds.t, dtype=torch.float32, device=device)
+    return _Tensors(t=t, train=y[:n_train], test=y[n_train:], stats=stats)
+
+
+# ---- model and training -----------------------------------------------------------------------
+
+
+def build_model(cfg: FitConfig) -> LatentODE:
+    """The latent ODE of the config's preset (initialised from the current torch RNG)."""
+    return LatentODE(cfg.sizes)
+
+
+def _decode_kwargs(cfg: FitConfig, stats: Any) -> dict[str, Any]:
+    return {
+        "method": cfg.method,
+        "solver": cfg.solver,
+        "rtol": cfg.rtol,
+        "atol": cfg.atol,
+        "stats": stats,
+    }
+
+
+def test_mse(
+    model: LatentODE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: FitConfig,
+    *,
+    batch_size: int = 500,
+    stats: Any = None,
+) -> float:
+    """MSE over every point of ``x`` (normalised units), averaged over ``cfg.eval_samples``
+    z0 samples, the encoder seeing only ``mask``'s points.
+
+    Args:
+        x: ``(n, T, 14)``; mask: ``(n, T)`` bool.
+    """
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for a in range(0, x.shape[0], batch_size):
+                xb, mb = x[a : a + batch_size], mask[a : a + batch_size]
+                x_hat, _, _ = model.reconstruct(
+                    xb, mb, t, n_samples=cfg.eval_samples, **_decode_kwargs(cfg, stats)
+                )
+                total += float(((x_hat - xb.unsqueeze(0)) ** 2).sum())
+                count += x_hat.numel()
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+def _test_mask(n_test: int, n_times: int, cfg: FitConfig) -> torch.Tensor:
+    return subsample_mask(n_test, n_times, cfg.observed, seed=cfg.test_mask_seed)
+
+
+def _config_record(cfg: FitConfig, ds: TrajectoryDataset) -> dict[str, Any]:
+    rec = dataclasses.asdict(cfg)
+    rec.update(
+        system=SYSTEM,
+        model=MODEL,
+        sizes=dataclasses.asdict(cfg.sizes),
+        n_train=int(ds.metadata["n_train"]),
+        n_test=ds.n_trajectories - int(ds.metadata["n_train"]),
+        data_seed_in_file=ds.metadata.get("seed"),
+    )
+    return rec
+
+
+def fit(config: FitConfig) -> Path:
+    """Train a latent ODE on the hopper data (module docstring) and evaluate it.
+
+    Writes into the run directory ``config.json``, ``metrics.jsonl`` (per epoch: ``loss``,
+    ``train_mse``, ``loglik``, ``kl``, ``kl_coef``, latent-ODE ``nfe_forward``/``nfe_backward``
+    per iteration, encoder NFE, ``seconds`` and every ``eval_every`` epochs ``test_mse``),
+    ``model.pt``, ``summary.json`` and ``plots/``.
+
+    Returns:
+        the run directory.
+
+    Raises:
+        ConfigError, DataError: bad options or data; TrainingError: the loss stayed non-finite.
+    """
+    import physid
+    from physid.device import resolve_device
+    from physid.training import train
+
+    cfg = config.resolved()
+    epochs, eval_every = int(cfg.epochs or 0), int(cfg.eval_every or 1)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    ds = load_data(cfg)
+    data = _tensors(ds, cfg, device)
+    n_train, n_times = data.train.shape[0], data.t.shape[0]
+    run = cfg.run_path()
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    test_mask = _test_mask(data.test.shape[0], n_times, cfg).to(device)
+    lr_floor = cfg.lr * cfg.lr_min_factor
+    n_batches = math.ceil(n_train / cfg.batch_size)
+
+    def epoch_fn(epoch: int) -> dict[str, Any]:
+        kl_coef = kl_coefficient(epoch, cfg.kl_wait, cfg.kl_rate)
+        order = torch.randperm(n_train, generator=gen).to(device)
+        stats, enc_stats = physid.SolveStats(), physid.SolveStats()
+        sums = {"loss": 0.0, "train_mse": 0.0, "loglik": 0.0, "kl": 0.0}
+        t0 = time.perf_counter()
+        model.train()
+        for b in range(n_batches):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            xb = data.train[idx]
+            mask = subsample_mask(xb.shape[0], n_times, cfg.observed, generator=gen).to(device)
+            for group in optimizer.param_groups:
+                if group["lr"] > lr_floor:
+                    group["lr"] = max(group["lr"] * cfg.lr_decay, lr_floor)
+            optimizer.zero_grad(set_to_none=True)
+            terms = model.elbo(
+                xb,
+                mask,
+                data.t,
+                kl_coef=kl_coef,
+                n_samples=cfg.n_samples,
+                encoder_kwargs={"stats": enc_stats},
+                **_decode_kwargs(cfg, stats),
+            )
+            terms.loss.backward()
+            optimizer.step()
+            sums["loss"] += float(terms.loss.detach())
+            sums["train_mse"] += terms.mse
+            sums["loglik"] += terms.loglik
+            sums["kl"] += terms.kl
+            if not math.isfinite(sums["loss"]):
+                break
+        train_seconds = time.perf_counter() - t0
+        rec: dict[str, Any] = {k: v / n_batches for k, v in sums.items()}
+        rec.update(
+            kl_coef=kl_coef,
+            nfe_forward=stats.nfe_forward / n_batches,
+            nfe_backward=stats.nfe_backward / n_batches,
+            steps_accepted=stats.steps_accepted / n_batches,
+            steps_rejected=stats.steps_rejected / n_batches,
+            encoder_nfe=enc_stats.nfe_forward / n_batches,
+            train_seconds=train_seconds,
+        )
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+            rec["test_mse"] = test_mse(model, data.test, data.t, test_mask, cfg)
+        return rec
+
+    result = train(
+        model,
+        epoch_fn,
+        optimizer=optimizer,
+        epochs=epochs,
+        run_dir=run,
+        config=_config_record(cfg, ds),
+        scheduler_interval="manual",
+        select_metric="train_mse",
+        resume=cfg.resume,
+        progress=cfg.progress,
+        description=f"hopper {cfg.method} s={cfg.observed}",
+        time_limit=cfg.time_limit,
+        generators=(gen,),
+    )
+    np.save(run / "test_mask.npy", test_mask.cpu().numpy())
+    history = result.history
+    train_hist = [r for r in history if "nfe_forward" in r]
+    summary = {
+        "system": SYSTEM,
+        "model": MODEL,
+        "method": cfg.method,
+        "observed": cfg.observed,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "epochs_completed": result.epochs_completed,
+        "interrupted": result.interrupted,
+        "stopped_early": result.stopped_early,
+        "seconds_total": float(sum(r.get("seconds", 0.0) for r in history)),
+        "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else None,
+        "nfe_forward_per_iter": _mean(train_hist, "nfe_forward"),
+        "nfe_backward_per_iter": _mean(train_hist, "nfe_backward"),
+        "final_train_mse": history[-1]["train_mse"] if history else None,
+    }
+    save_json(run / "summary.json", summary)
+    if result.epochs_completed > 0 and not result.interrupted:
+        evaluate(run)
+    return run
+
+
+def _mean(records: list[dict[str, Any]], key: str) -> float | None:
+    vals = [float(r[key]) for r in records if isinstance(r.get(key), int | float)]
+    return float(np.mean(vals)) if vals else None
+
+
+# ---- evaluation, plots, videos ------------------------------------------------------------------
+
+
+def _load_run(run_dir: str | Path) -> tuple[FitConfig, LatentODE, _Tensors, torch.Tensor, int]:
+    from physid.cli import load_run_config
+    from physid.training import load_model_state
+
+    run = Path(run_dir)
+    raw = load_run_config(run)
+    if raw.get("system") != SYSTEM:
+        raise DataError(f"{run} is a {raw.get('system')} run, not a hopper run.")
+    fields = {f.name for f in dataclasses.fields(FitConfig)}
+    cfg = FitConfig(**{k: v for k, v in raw.items() if k in fields}).resolved()
+    cfg = dataclasses.replace(cfg, device="cpu", run_dir=str(run))
+    model = build_model(cfg)
+    epoch = load_model_state(model, run, "last")
+    model.eval()
+    data = _tensors(load_data(cfg), cfg, torch.device("cpu"))
+    mask_path = run / "test_mask.npy"
+    if mask_path.exists():
+        mask = torch.as_tensor(np.load(mask_path))
+    else:
+        mask = _test_mask(data.test.shape[0], data.t.shape[0], cfg)
+    if mask.shape != data.test.shape[:2]:
+        raise DataError(f"{mask_path} does not match the test set {tuple(data.test.shape[:2])}.")
+    return cfg, model, data, mask, epoch
+
+
+def evaluate(run_dir: str | Path) -> dict[str, Any]:
+    """Test MSE of a run's last model and its plots (``physid evaluate RUN``).
+
+    Writes ``summary.json`` (merged: ``test_mse``, ``test_mse_e2`` = MSE / 1e-2 as in Table 4,
+    the paper's number beside), ``plots/reconstruction.png`` (a test trajectory, every
+    feature, truth vs reconstruction, observed points marked), ``plots/loss.png``.
+
+    Returns:
+        the summary.
+    """
+    from physid.evaluate import plot_loss_curve, plot_trajectories
+
+    run = Path(run_dir)
+    cfg, model, data, mask, epoch = _load_run(run)
+    torch.manual_seed(cfg.test_mask_seed)
+    mse = test_mse(model, data.test, data.t, mask, cfg)
+    with torch.no_grad():
+        x_hat, mean, _ = model.reconstruct(
+            data.test[:1], mask[:1], data.t, n_samples=1, **_decode_kwargs(cfg, None)
+        )
+        x_mean = model.decode(mean.unsqueeze(0), data.t, **_decode_kwargs(cfg, None))[0]
+    plots = run / "plots"
+    plot_trajectories(
+        data.t,
+        data.test[:1],
+        plots / "reconstruction.png",
+        pred=x_mean,
+        labels=list(H.STATE_NAMES),
+        max_states=14,
+        observed=mask[:1],
+        title=f"hopper test trajectory 0, {cfg.method}, {int(round(100 * cfg.observed))}% observed "
+        "(normalised units)",
+    )
+    if (run / "metrics.jsonl").exists():
+        plot_loss_curve(run, plots / "loss.png")
+    summary_path = run / "summary.json"
+    summary = dict(load_json(summary_path)) if summary_path.exists() else {}
+    paper = PAPER_TABLE4.get(cfg.method, {}).get(round(cfg.observed, 3))
+    summary.update(
+        epoch_evaluated=epoch,
+        test_mse=mse,
+        test_mse_e2=mse / 1e-2,
+        paper_test_mse_e2=paper,
+        normalisation=cfg.normalisation,
+        eval_samples=cfg.eval_samples,
+        n_test=int(data.test.shape[0]),
+    )
+    save_json(summary_path, summary)
+    return summary
+
+
+def _reconstruct_raw(
+    cfg: FitConfig, model: LatentODE, data: _Tensors, mask: torch.Tensor, index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if not 0 <= index < data.test.shape[0]:
+        raise ConfigError(f"test trajectory {index} does not exist (0..{data.test.shape[0] - 1}).")
+    with torch.no_grad():
+        mean, _ = model.encoder(data.test[index : index + 1], mask[index : index + 1], data.t)
+        x_hat = model.decode(mean, data.t, **_decode_kwargs(cfg, None))[0]
+    truth = H.denormalise(data.test[index].double().numpy(), data.stats)
+    pred = H.denormalise(x_hat.double().numpy(), data.stats)
+    return truth, pred
+
+
+def _write_video(frames: np.ndarray, out: str | Path, fps: int) -> Path:
+    import imageio.v2 as imageio
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=8)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def render(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    index: int = 0,
+    fps: int = 20,
+    width: int = 320,
+    height: int = 240,
+) -> Path:
+    """The MuJoCo hopper replaying test trajectory ``index`` (left, brown) beside the model's
+    reconstruction from its observed points (right, blue): joint positions decoded from the
+    posterior mean of z0 and un-normalised (``physid render RUN -o hopper.mp4``).
+
+    Args:
+        fps: frames per second; the data are 200 steps per second, so 20 means 10× slow motion.
+
+    Returns:
+        the MP4 path.
+    """
+    cfg, model, data, mask, _ = _load_run(run_dir)
+    truth, pred = _reconstruct_raw(cfg, model, data, mask, index)
+    left = H.render_states(truth[:, :7], width=width, height=height)
+    right = H.render_states(pred[:, :7], width=width, height=height, rgba=(0.3, 0.5, 0.8, 1.0))
+    return _write_video(np.concatenate([left, right], axis=2), out, fps)
+
+
+def render_dataset(path: str | Path, out: str | Path, *, index: int = 0, fps: int = 20) -> Path:
+    """Render trajectory ``index`` of a hopper data set (``physid render DATASET -o ...``)."""
+    ds = load_dataset(path)
+    if not 0 <= index < ds.n_trajectories:
+        raise ConfigError(f"trajectory {index} does not exist (0..{ds.n_trajectories - 1}).")
+    frames = H.render_states(ds.y[index])
+    return _write_video(frames, out, fps)
+
+
+def config_from_json(text: str | Mapping[str, Any]) -> FitConfig:
+    """A :class:`FitConfig` from JSON text or a mapping (unknown keys rejected)."""
+    raw = json.loads(text) if isinstance(text, str) else dict(text)
+    fields = {f.name for f in dataclasses.fields(FitConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"unknown hopper fit option(s): {', '.join(unknown)}.")
+    return FitConfig(**raw)

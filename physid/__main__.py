@@ -1,0 +1,6 @@
+"""``python -m physid``: the same as the ``physid`` command."""
+
+from physid.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""The ``physid`` command line (Typer). Commands are thin: parse, call one library function.
+
+System-specific commands live in the marked sections below (``# --- three-body ---`` etc.);
+each imports its experiment module lazily so that ``physid --help`` stays fast.
+
+Errors: any :class:`physid.errors.PhysidError` and any usage error (bad option value, missing
+argument, unknown command) prints one line on stderr and exits with code 1. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from physid.errors import ConfigError, DataError, PhysidError
+
+__all__ = [
+    "app",
+    "main",
+    "DeviceOption",
+    "SeedOption",
+    "ProgressOption",
+    "RunArgument",
+    "load_run_config",
+    "system_module",
+    "fail",
+]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def fail(message: str) -> None:
+    """Print ``Error: message`` on stderr and exit with code 1."""
+    typer.echo(f"Error: {_one_line(message)}", err=True)
+    raise typer.Exit(1)
+
+
+# Typer may vendor click (typer >= 0.22) or use it directly: find its UsageError either way.
+_UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    # "physid fit" with no subcommand shows the help (click's NoArgsIsHelpError): leave it.
+    return isinstance(exc, _UsageError) and type(exc).__name__ != "NoArgsIsHelpError"
+
+
+class _PhysidGroup(TyperGroup):
+    """The root group: turns physid errors and usage errors into one line and exit code 1."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Any = None,
+        **extra: Any,
+    ) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except Exception as exc:
+            if _is_usage_error(exc):
+                _usage_fail(exc)
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PhysidError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            if _is_usage_error(exc):
+                _usage_fail(exc)
+            raise
+
+
+def _usage_fail(exc: Any) -> None:
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    fail(f"{message}{hint}")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from physid._io import package_version
+
+        typer.echo(f"physid {package_version()}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    cls=_PhysidGroup,
+    name="physid",
+    help="Identify physical systems from trajectories with differentiable ODE solvers.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+simulate_app = typer.Typer(help="Generate a trajectory data set (.npz) from a simulator.")
+fit_app = typer.Typer(help="Fit a model to a system's data; writes a run directory.")
+control_app = typer.Typer(help="Drive a simulator with a controller built from a fitted model.")
+bench_app = typer.Typer(help="Benchmarks: print tables, write JSON and plots.")
+sweep_app = typer.Typer(help="Run a grid of systems x models x methods x seeds.")
+for _sub, _name in (
+    (simulate_app, "simulate"),
+    (fit_app, "fit"),
+    (control_app, "control"),
+    (bench_app, "bench"),
+    (sweep_app, "sweep"),
+):
+    app.add_typer(_sub, name=_name, no_args_is_help=True)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the physid version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Identify physical systems from trajectories with differentiable ODE solvers
+    (naive, adjoint, seminorm and ACA gradients)."""
+
+
+# ---- reusable options -------------------------------------------------------------------------
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _check_device(value: str) -> str:
+    v = value.strip().lower()
+    if not _DEVICE_RE.match(v):
+        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N.")
+    return v
+
+
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        callback=_check_device,
+        help="Where tensors live: auto (CUDA when available), cpu, cuda or cuda:N.",
+    ),
+]
+"""``device: DeviceOption = "auto"``; turn it into a torch device with
+:func:`physid.device.resolve_device`."""
+
+SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
+"""``seed: SeedOption = 0``."""
+
+ProgressOption = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show progress bars (on a terminal).")
+]
+"""``progress: ProgressOption = True``."""
+
+RunArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="RUN", help="A run directory written by 'physid fit'.", show_default=False
+    ),
+]
+
+
+# ---- dispatch on a run's system ---------------------------------------------------------------
+
+_SYSTEM_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def _known_systems() -> list[str]:
+    try:
+        pkg = importlib.import_module("models.experiments")
+    except ModuleNotFoundError:
+        return []
+    return sorted(
+        m.name.replace("_", "-")
+        for m in pkgutil.iter_modules(pkg.__path__)
+        if not m.name.startswith("_")
+    )
+
+
+def system_module(system: str) -> ModuleType:
+    """The experiment module of ``system``: ``"three-body"`` → ``models.experiments.three_body``.
+
+    Raises:
+        ConfigError: physid has no experiment module for ``system``.
+    """
+    if not isinstance(system, str) or not _SYSTEM_RE.match(system):
+        raise ConfigError(f"{system!r} is not a system name.")
+    name = f"models.experiments.{system.replace('-', '_')}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (name, "models", "models.experiments"):
+            raise
+        known = ", ".join(_known_systems()) or "none"
+        raise ConfigError(f"physid knows no system {system!r} (known: {known}).") from exc
+
+
+def load_run_config(run: Path) -> dict[str, Any]:
+    """Read ``run/config.json`` and check it names a system.
+
+    Raises:
+        DataError: ``run`` is not a directory, has no readable ``config.json``, or the config
+            has no ``"system"``.
+    """
+    from physid._io import load_json
+
+    if not run.exists():
+        raise DataError(f"run directory {run} does not exist.")
+    if not run.is_dir():
+        raise DataError(f"{run} is not a run directory.")
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise DataError(f"{run} is not a run directory: it has no config.json.")
+    cfg = load_json(cfg_path)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("system"), str):
+        raise DataError(f"{cfg_path} does not name a system.")
+    return cfg
+
+
+def _call(module: ModuleType, func: str, *args: Any) -> Any:
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise ConfigError(f"{module.__name__} does not provide {func}().")
+    return fn(*args)
+
+
+@app.command("evaluate")
+def evaluate_cmd(run: RunArgument) -> None:
+    """Extrapolation metrics and plots of a fitted run (written into RUN)."""
+    cfg = load_run_config(run)
+    _call(system_module(cfg["system"]), "evaluate", run)
+
+
+@app.command("render")
+def render_cmd(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN|DATASET",
+            help="A run directory, or a data set (.npz) written by 'physid simulate'.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The video file to write (.mp4).")],
+) -> None:
+    """Render a video of a run's predictions, or of a data set's trajectories."""
+    if not source.exists():
+        raise DataError(f"{source} does not exist: give a run directory or a data set (.npz).")
+    if source.is_file():
+        from physid.data import load_dataset
+
+        ds = load_dataset(source)
+        system = ds.metadata.get("system")
+        if not isinstance(system, str):
+            raise DataError(f"{source}'s metadata does not name a system.")
+        _call(system_module(system), "render_dataset", source, out)
+        return
+    cfg = load_run_config(source)
+    _call(system_module(cfg["system"]), "render", source, out)
+
+
+# --- three-body ---
+
+
+# --- acrobot ---
+
+
+@simulate_app.command("acrobot")
+def simulate_acrobot(
+    seed: SeedOption = 0,
+    n_per_control: Annotated[
+        int, typer.Option("--n-per-control", min=1, help="Trajectories per constant control (9).")
+    ] = 128,
+    n_steps: Annotated[
+        int, typer.Option("--n-steps", min=1, help="Control periods (0.05 s) per trajectory.")
+    ] = 32,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The .npz to write (default data/acrobot-…).")
+    ] = None,
+) -> None:
+    """Simulate the seminorm paper's acrobot data: 9 constant controls, random initial states."""
+    from models.experiments import acrobot
+
+    path = acrobot.simulate(out, seed=seed, n_per_control=n_per_control, n_steps=n_steps)
+    typer.echo(str(path))
+
+
+@fit_app.command("acrobot")
+def fit_acrobot(
+    model: Annotated[str, typer.Option("--model", help="The model: symoden.")] = "symoden",
+    method: Annotated[
+        str, typer.Option("--method", help="Gradient method: naive, adjoint, seminorm or aca.")
+    ] = "adjoint",
+    preset: Annotated[
+        str, typer.Option("--preset", help="SymODEN size: default (small) or paper (509,108).")
+    ] = "default",
+    paper: Annotated[
+        bool, typer.Option("--paper", help="The paper's setting: paper preset, 128/control, 50 epochs.")
+    ] = False,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=0, help="Epochs.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per batch.")] = 256,
+    n_per_control: Annotated[
+        int | None, typer.Option("--n-per-control", min=1, help="Trajectories per control.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="An existing data set (default: simulate).")
+    ] = None,
+    max_batches: Annotated[
+        int | None, typer.Option("--max-batches", min=1, help="Cap batches per epoch (tests).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run folders go.")] = Path("runs"),
+    seed: SeedOption = 0,
+    progress: ProgressOption = True,
+) -> None:
+    """Fit Symplectic ODE-Net to the acrobot; prints the run directory."""
+    from models.experiments import acrobot
+
+    if model != "symoden":
+        raise ConfigError(f"the acrobot is fitted with --model symoden, not {model!r}.")
+    options: dict[str, Any] = {
+        "method": method, "batch_size": batch_size, "max_batches": max_batches,
+        "runs_dir": str(runs_dir), "seed": seed, "progress": progress,
+        "data": None if data is None else str(data),
+    }
+    if not paper:
+        options["preset"] = preset
+    if epochs is not None:
+        options["epochs"] = epochs
+    if n_per_control is not None:
+        options["n_per_control"] = n_per_control
+    config = acrobot.FitConfig.paper(**options) if paper else acrobot.FitConfig(**options)
+    typer.echo(str(acrobot.fit(config)))
+
+
+@control_app.command("acrobot")
+def control_acrobot(
+    run: Annotated[
+        Path | None, typer.Option("--run", help="A fitted acrobot run directory.")
+    ] = None,
+    oracle: Annotated[
+        bool, typer.Option("--oracle", help="Use the true V, M, g instead of a run.")
+    ] = False,
+    damping: Annotated[
+        float | None, typer.Option("--damping", min=0.0, help="K_d (times I); default 6.")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Control periods (0.05 s).")] = 400,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default RUN/control).")
+    ] = None,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write an MP4.")] = True,
+) -> None:
+    """Energy-shaping swing-up of the true acrobot from a learned (or the true) model."""
+    import json
+
+    from models.experiments import acrobot
+
+    options: dict[str, Any] = {"steps": steps, "video": video}
+    if damping is not None:
+        options["damping"] = damping
+    if oracle:
+        record = acrobot.oracle_control(out or Path("runs") / "acrobot-oracle-control", **options)
+    elif run is None:
+        raise ConfigError("give --run RUN (a fitted acrobot run) or --oracle.")
+    else:
+        load_run_config(run)
+        record = acrobot.control(run, out=out, **options)
+    keys = ("success", "final_measure", "energy")
+    typer.echo(json.dumps({k: record[k] for k in keys}))
+
+
+
+# --- hopper ---
+
+
+@simulate_app.command("hopper")
+def simulate_hopper(
+    seed: Annotated[int, typer.Option("--seed", help="Data seed (123 as in the reference).")] = 123,
+    n_trajectories: Annotated[
+        int, typer.Option("--n-trajectories", min=2, help="Trajectories (the paper: 10,000).")
+    ] = 1000,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The .npz to write (default data/hopper-…).")
+    ] = None,
+) -> None:
+    """Simulate the MuJoCo hopper data set of Rubanova et al. (zero control, random states)."""
+    from models.experiments import hopper
+
+    typer.echo(str(hopper.simulate(n_trajectories, seed, out)))
+
+
+@fit_app.command("hopper")
+def fit_hopper(
+    model: Annotated[str, typer.Option("--model", help="The model: latent-ode.")] = "latent-ode",
+    observed: Annotated[
+        float, typer.Option("--observed", help="Observed fraction per trajectory: 0.1, 0.2, 0.5.")
+    ] = 0.1,
+    method: Annotated[
+        str, typer.Option("--method", help="Gradient method: naive, adjoint, seminorm or aca.")
+    ] = "aca",
+    preset: Annotated[
+        str, typer.Option("--preset", help="default (CPU budget) or paper (GPU, 300 epochs).")
+    ] = "default",
+    epochs: Annotated[int | None, typer.Option("--epochs", min=0, help="Epochs.")] = None,
+    n_trajectories: Annotated[
+        int | None, typer.Option("--n-trajectories", min=2, help="Trajectories to generate.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="An existing data set (default: simulate).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="The run directory (default runs/hopper-…).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run folders go.")] = Path(
+        "runs"
+    ),
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where generated data sets are cached.")
+    ] = Path("data"),
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    progress: ProgressOption = True,
+) -> None:
+    """Fit a latent ODE to irregularly-sampled hopper trajectories; prints the run directory."""
+    from models.experiments import hopper
+
+    if model != "latent-ode":
+        raise ConfigError(f"the hopper is fitted with --model latent-ode, not {model!r}.")
+    config = hopper.FitConfig(
+        observed=observed,
+        method=method,
+        preset=preset,
+        epochs=epochs,
+        n_trajectories=n_trajectories,
+        data=None if data is None else str(data),
+        threads=threads,
+        run_dir=None if run_dir is None else str(run_dir),
+        runs_dir=str(runs_dir),
+        data_dir=str(data_dir),
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    typer.echo(str(hopper.fit(config)))
+
+
+# --- bench ---
+
+
+def main() -> None:
+    """The ``physid`` console script."""
+    app()
