@@ -40,6 +40,7 @@ __all__ = [
     "STATE_DIM",
     "CONTROL_DIM",
     "CONTROL_PERIOD",
+    "MAX_TORQUE",
     "PAPER_CONTROLS",
     "AcrobotParams",
     "mass_matrix",
@@ -62,6 +63,8 @@ STATE_DIM = 4
 CONTROL_DIM = 2
 CONTROL_PERIOD = 0.05
 """Seconds between control updates (zero-order hold), SymODEN's value."""
+MAX_TORQUE = 50.0
+"""Default bound of each joint torque in the environment's action space."""
 PAPER_CONTROLS: tuple[tuple[float, float], ...] = (
     (0.0, 0.0),
     (0.0, 1.0),
@@ -108,7 +111,9 @@ class AcrobotParams:
         for field in dataclasses.fields(self):
             value = float(getattr(self, field.name))
             if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"AcrobotParams.{field.name} must be finite and > 0, got {value}.")
+                raise ConfigError(
+                    f"AcrobotParams.{field.name} must be finite and > 0, got {value}."
+                )
             object.__setattr__(self, field.name, value)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +149,7 @@ def potential(q: torch.Tensor, params: AcrobotParams) -> torch.Tensor:
 
 
 def input_matrix(q: torch.Tensor, params: AcrobotParams) -> torch.Tensor:
-    """The input matrix g(q) of the true system: the identity (a torque per joint), ``(..., 2, 2)``."""
+    """The true input matrix g(q): the identity (a torque per joint), ``(..., 2, 2)``."""
     eye = torch.eye(CONTROL_DIM, dtype=q.dtype, device=q.device)
     return eye.expand(*q.shape[:-1], CONTROL_DIM, CONTROL_DIM)
 
@@ -179,7 +184,8 @@ def dynamics(
     s12 = torch.sin(q1 + q2)
     grav = torch.stack(
         [
-            p.gravity * (p.m1 * p.lc1 * torch.sin(q1) + p.m2 * (p.l1 * torch.sin(q1) + p.lc2 * s12)),
+            p.gravity
+            * (p.m1 * p.lc1 * torch.sin(q1) + p.m2 * (p.l1 * torch.sin(q1) + p.lc2 * s12)),
             p.gravity * p.m2 * p.lc2 * s12,
         ],
         -1,
@@ -325,7 +331,9 @@ def simulate_constant_controls(
         ordered control by control.
     """
     if n_per_control < 1 or n_steps < 1:
-        raise ConfigError(f"n_per_control and n_steps must be >= 1, got {n_per_control}, {n_steps}.")
+        raise ConfigError(
+            f"n_per_control and n_steps must be >= 1, got {n_per_control}, {n_steps}."
+        )
     rng = np.random.default_rng(seed)
     ctrl = np.asarray(controls, dtype=np.float64)
     x0 = rng.uniform(-math.pi, math.pi, size=(len(ctrl), n_per_control, STATE_DIM))
@@ -411,7 +419,7 @@ class AcrobotEnv(gym.Env):
         self,
         params: AcrobotParams | None = None,
         *,
-        max_torque: float = 50.0,
+        max_torque: float = MAX_TORQUE,
         max_speed: float = 100.0,
         render_mode: str | None = None,
     ):
@@ -430,8 +438,9 @@ class AcrobotEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         q1, q2, dq1, dq2 = self.state
         obs = [math.cos(q1), math.sin(q1), math.cos(q2), math.sin(q2), dq1, dq2]
-        return np.clip(np.array(obs, dtype=np.float32), self.observation_space.low,
-                       self.observation_space.high)
+        return np.clip(
+            np.array(obs, dtype=np.float32), self.observation_space.low, self.observation_space.high
+        )
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

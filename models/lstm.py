@@ -4,7 +4,8 @@ The paper gives no code, only the protocol: trained on windows of 20 consecutive
 out autoregressively from the first 10 points. physid's version reads positions on a uniform
 grid; at step k it sees ``x_k`` (the 9 positions, or their 45 augmented features) and predicts
 the increment ``r_{k+1} - r_k``. Inputs and increments are standardised with statistics of the
-training data (buffers set by :meth:`LSTMBaseline.fit_normalisation`).
+training data (inputs by mean and standard deviation, increments by their root mean square;
+buffers set by :meth:`LSTMBaseline.fit_normalisation`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class LSTMBaseline(nn.Module):
         self.head = nn.Linear(hidden, 9, dtype=dtype)
         self.register_buffer("in_mean", torch.zeros(n_in, dtype=dtype))
         self.register_buffer("in_std", torch.ones(n_in, dtype=dtype))
-        self.register_buffer("step_std", torch.ones(9, dtype=dtype))
+        self.register_buffer("step_scale", torch.ones(9, dtype=dtype))
 
     def _features(self, r: torch.Tensor) -> torch.Tensor:
         return augmented_features(r) if self.aug else r
@@ -57,14 +58,14 @@ class LSTMBaseline(nn.Module):
         self.in_mean.copy_(x.mean(0))
         self.in_std.copy_(x.std(0).clamp_min(1e-8))
         steps = (r[..., 1:, :] - r[..., :-1, :]).reshape(-1, 9)
-        self.step_std.copy_(steps.std(0).clamp_min(1e-8))
+        self.step_scale.copy_(steps.pow(2).mean(0).sqrt().clamp_min(1e-8))
 
     def _step(
         self, r: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         x = (self._features(r) - self.in_mean) / self.in_std
         h, state = self.lstm(x, state)
-        return r + self.head(h) * self.step_std, state
+        return r + self.head(h) * self.step_scale, state
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """One-step predictions with teacher forcing.

@@ -101,7 +101,9 @@ PRESETS: dict[str, SymODENConfig] = {
 }
 
 
-def mlp(n_in: int, hidden: Sequence[int], n_out: int, activation: str = "softplus") -> nn.Sequential:
+def mlp(
+    n_in: int, hidden: Sequence[int], n_out: int, activation: str = "softplus"
+) -> nn.Sequential:
     """A fully-connected network ``n_in → hidden... → n_out`` with the given activation."""
     layers: list[nn.Module] = []
     width = n_in
@@ -188,9 +190,10 @@ class SymODEN(nn.Module):
 
     ``forward(t, x)`` takes ``x (..., 4n)`` ordered ``[cos q (n), sin q (n), dq (n), u (n)]`` and
     returns ``dx/dt`` of the same shape. It works inside ``physid.odeint`` with every gradient
-    method: derivatives of ``H`` use ``create_graph=True`` so that the gradient methods can
-    differentiate through them, and autograd is switched on inside (the adjoint and ACA forward
-    passes run under ``torch.no_grad``).
+    method: when autograd is on, the derivatives of ``H`` are taken with ``create_graph=True`` so
+    that the gradient methods can differentiate through them; under ``torch.no_grad`` (the
+    adjoint and ACA forward passes) autograd is switched on inside for those derivatives and the
+    result is returned detached.
     """
 
     def __init__(
@@ -224,6 +227,9 @@ class SymODEN(nn.Module):
                 f"SymODEN with {n} angles takes states of {4 * n} channels "
                 f"[cos q, sin q, dq, u], got shape {tuple(x.shape)}."
             )
+        # Under no_grad (the adjoint's and ACA's forward passes) the derivatives of H need autograd
+        # but no graph of their own: the result is detached so that no graph outlives the call.
+        keep_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             if not x.requires_grad:
                 x = x.detach().requires_grad_(True)
@@ -235,7 +241,7 @@ class SymODEN(nn.Module):
             minv = self.inverse_mass(emb_z)
             kinetic = 0.5 * torch.einsum("...i,...ij,...j->...", p_z, minv, p_z)
             ham = kinetic + self.potential(emb_z)
-            (dham,) = torch.autograd.grad(ham.sum(), z, create_graph=True)
+            (dham,) = torch.autograd.grad(ham.sum(), z, create_graph=keep_graph, retain_graph=True)
             dh_dcos, dh_dsin, dh_dp = dham[..., :n], dham[..., n : 2 * n], dham[..., 2 * n :]
             cos_q, sin_q = emb_z[..., :n], emb_z[..., n:]
             dq_model = dh_dp  # = M⁻¹ p
@@ -253,10 +259,11 @@ class SymODEN(nn.Module):
             ddq = torch.einsum("...ij,...j->...i", minv, force)
             if jt_dummy is not None:  # None: M⁻¹ does not depend on q
                 (dminv_p,) = torch.autograd.grad(
-                    jt_dummy, dummy, torch.cat([dcos, dsin], -1), create_graph=True
+                    jt_dummy, dummy, torch.cat([dcos, dsin], -1), create_graph=keep_graph
                 )
                 ddq = ddq + dminv_p
-            return torch.cat([dcos, dsin, ddq, torch.zeros_like(u)], -1)
+            out = torch.cat([dcos, dsin, ddq, torch.zeros_like(u)], -1)
+        return out if keep_graph else out.detach()
 
 
 def build_symoden(config: SymODENConfig | str = "default") -> SymODEN:

@@ -312,10 +312,13 @@ def fit_acrobot(
         str, typer.Option("--preset", help="SymODEN size: default (small) or paper (509,108).")
     ] = "default",
     paper: Annotated[
-        bool, typer.Option("--paper", help="The paper's setting: paper preset, 128/control, 50 epochs.")
+        bool,
+        typer.Option("--paper", help="The paper's setting: paper preset, 128/control, 50 epochs."),
     ] = False,
     epochs: Annotated[int | None, typer.Option("--epochs", min=0, help="Epochs.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per batch.")] = 256,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Windows per batch.")
+    ] = 256,
     n_per_control: Annotated[
         int | None, typer.Option("--n-per-control", min=1, help="Trajectories per control.")
     ] = None,
@@ -325,7 +328,7 @@ def fit_acrobot(
     max_batches: Annotated[
         int | None, typer.Option("--max-batches", min=1, help="Cap batches per epoch (tests).")
     ] = None,
-    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run folders go.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Parent of runs.")] = Path("runs"),
     seed: SeedOption = 0,
     progress: ProgressOption = True,
 ) -> None:
@@ -335,8 +338,12 @@ def fit_acrobot(
     if model != "symoden":
         raise ConfigError(f"the acrobot is fitted with --model symoden, not {model!r}.")
     options: dict[str, Any] = {
-        "method": method, "batch_size": batch_size, "max_batches": max_batches,
-        "runs_dir": str(runs_dir), "seed": seed, "progress": progress,
+        "method": method,
+        "batch_size": batch_size,
+        "max_batches": max_batches,
+        "runs_dir": str(runs_dir),
+        "seed": seed,
+        "progress": progress,
         "data": None if data is None else str(data),
     }
     if not paper:
@@ -358,7 +365,12 @@ def control_acrobot(
         bool, typer.Option("--oracle", help="Use the true V, M, g instead of a run.")
     ] = False,
     damping: Annotated[
-        float | None, typer.Option("--damping", min=0.0, help="K_d (times I); default 6.")
+        float | None,
+        typer.Option("--damping", min=0.0, help="Damping rate k [1/s] of u = -g⁺ k M q̇ (4)."),
+    ] = None,
+    input_damping: Annotated[
+        float | None,
+        typer.Option("--input-damping", min=0.0, help="Use u = -K_d q̇ with this K_d instead."),
     ] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Control periods (0.05 s).")] = 400,
     out: Annotated[
@@ -370,10 +382,15 @@ def control_acrobot(
     import json
 
     from models.experiments import acrobot
+    from physid.control import InputDamping, MassDamping
 
     options: dict[str, Any] = {"steps": steps, "video": video}
+    if damping is not None and input_damping is not None:
+        raise ConfigError("give --damping or --input-damping, not both.")
     if damping is not None:
-        options["damping"] = damping
+        options["damping"] = MassDamping(damping)
+    if input_damping is not None:
+        options["damping"] = InputDamping(input_damping)
     if oracle:
         record = acrobot.oracle_control(out or Path("runs") / "acrobot-oracle-control", **options)
     elif run is None:
@@ -383,7 +400,6 @@ def control_acrobot(
         record = acrobot.control(run, out=out, **options)
     keys = ("success", "final_measure", "energy")
     typer.echo(json.dumps({k: record[k] for k in keys}))
-
 
 
 # --- hopper ---
@@ -464,6 +480,42 @@ def fit_hopper(
 
 
 # --- bench ---
+
+
+@bench_app.command("gradients")
+def bench_gradients(
+    problems: Annotated[
+        list[str] | None,
+        typer.Option("--problem", "-p", help="toy, three-body, node, memory (repeatable)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for JSON and plots.")] = Path(
+        "bench_results"
+    ),
+    repeats: Annotated[int, typer.Option(help="Timed repeats after one warm-up.")] = 3,
+    quick: Annotated[bool, typer.Option(help="Smaller memory horizons (a smoke run).")] = False,
+    torchdiffeq: Annotated[
+        bool, typer.Option(help="Compare with torchdiffeq when it is installed.")
+    ] = True,
+    device: DeviceOption = "auto",
+) -> None:
+    """Time, NFE, backward memory and gradient error of every gradient method (and torchdiffeq)."""
+    from rich.console import Console
+
+    from models.experiments import bench_gradients as bench
+    from physid.device import resolve_device
+
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {repeats}.")
+    bench.run(
+        out,
+        tuple(problems) if problems else bench.PROBLEMS,
+        repeats=repeats,
+        device=resolve_device(device),
+        quick=quick,
+        with_torchdiffeq=torchdiffeq,
+        console=Console(width=max(Console().width, 150)),
+    )
+    typer.echo(f"wrote {out / 'gradients.json'}, {out / 'gradients.md'} and plots")
 
 
 def main() -> None:

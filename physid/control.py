@@ -2,28 +2,40 @@
 
 For a mechanical system ``M(q) q̈ + C(q, q̇) q̇ + ∂V/∂q = g(q) u`` the control
 
-    u = g(q)⁺ (∂V/∂q − ∂V_d/∂q − K_d q̇)
+    u = g(q)⁺ (∂V/∂q − ∂V_d/∂q) + u_damp
 
-replaces the potential ``V`` by a desired one ``V_d`` and injects damping ``K_d``: the closed loop
-is ``M q̈ + C q̇ + ∂V_d/∂q = −K_d q̇``, whose energy ``½ q̇ᵀ M q̇ + V_d`` can only decrease, so the
-state settles at a minimum of ``V_d`` (Zhong et al. 2020, *Symplectic ODE-Net*, Section 4; the
-classical energy-shaping / damping-injection design). With a learned model, ``V`` and ``g`` come
-from the networks; the control is then applied with zero-order hold to the *true* simulator.
+replaces the potential ``V`` by a desired one ``V_d`` (energy shaping) and ``u_damp`` injects
+damping: the closed loop is ``M q̈ + C q̇ + ∂V_d/∂q = g u_damp`` with ``q̇ᵀ g u_damp ≤ 0``, so its
+energy ``½ q̇ᵀ M q̇ + V_d`` can only decrease and the state settles at a minimum of ``V_d``
+(Zhong et al. 2020, *Symplectic ODE-Net*, Section 4; the classical energy-shaping /
+damping-injection design). With a learned model ``V``, ``g`` (and ``M⁻¹``) come from the
+networks; the control is applied with zero-order hold to the *true* simulator.
+
+Damping is a part handed in (:class:`AbstractDamping`):
+
+- :class:`InputDamping`: ``u_damp = −K_d q̇`` (for collocated inputs, ``g ≈ I`` up to scale);
+- :class:`MassDamping` (default): ``u_damp = −g⁺ k M(q) q̇``, a damping *rate* ``k`` [1/s] that
+  damps every mode alike and needs no collocation.
+
+Zhong et al. write ``u = g⁻¹(2 ∂V/∂q − K_d q̇)``. That damping is not invariant under the
+symmetry of the learned model: ``M⁻¹ → c M⁻¹, V → V/c, g → g/c`` leaves its dynamics unchanged,
+so the data cannot fix ``c``, and ``g⁻¹ K_d q̇`` scales with ``c``. A model that learned ``c ≈ 5``
+then damps five times too hard and, under the 0.05 s zero-order hold, chatters at the torque
+limit. Both parts above are invariant (``g⁺ ∂V/∂q`` and ``g⁺ M`` are).
 
 Nothing here knows a particular system: the model is given as callables of the generalised
 coordinates ``q (..., n)`` and the simulator as a one-period step function. States are
-``[q, q̇]`` (``2n`` numbers).
-
-The default desired potential is ``V_d = −V`` (Zhong et al.), whose minimum is the maximum of
-``V`` (the upright position of a pendulum). :func:`run_closed_loop` runs the loop,
-:func:`hold_success` judges it and :func:`write_control_report` writes ``control.json``, a state
-plot and an MP4.
+``[q, q̇]`` (``2n`` numbers). The default desired potential is ``V_d = −V`` (Zhong et al.),
+whose minimum is the maximum of ``V`` (the upright position of a pendulum).
+:func:`run_closed_loop` runs the loop, :func:`hold_success` judges it and
+:func:`write_control_report` writes ``control.json``, a state plot and an MP4.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +47,9 @@ from physid._io import save_json
 from physid.errors import ConfigError, MissingDependencyError, PhysicsError
 
 __all__ = [
+    "AbstractDamping",
+    "InputDamping",
+    "MassDamping",
     "EnergyShapingController",
     "ClosedLoopResult",
     "SuccessCriterion",
@@ -47,17 +62,83 @@ __all__ = [
 Field = Callable[[torch.Tensor], torch.Tensor]
 
 
+class AbstractDamping(ABC):
+    """Damping injection: the part of the control that removes energy."""
+
+    @abstractmethod
+    def __call__(
+        self, q: torch.Tensor, dq: torch.Tensor, g_pinv: torch.Tensor, inverse_mass: Field | None
+    ) -> torch.Tensor:
+        """The damping control ``(..., m)`` at ``q, dq (..., n)``, given ``g⁺ (..., m, n)``."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """What this damping is, JSON-ready (for reports)."""
+
+
+def _gain(value: float | Sequence[Sequence[float]] | torch.Tensor, name: str) -> torch.Tensor:
+    gain = torch.as_tensor(value, dtype=torch.float64)
+    if gain.ndim not in (0, 2) or not torch.all(torch.isfinite(gain)):
+        raise ConfigError(f"{name} must be a finite scalar or (n, n) matrix, got {value!r}.")
+    return gain
+
+
+def _times(gain: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    gain = gain.to(v)
+    return gain * v if gain.ndim == 0 else torch.einsum("ij,...j->...i", gain, v)
+
+
+class InputDamping(AbstractDamping):
+    """``u_damp = −K_d q̇`` in the input space (inputs collocated with ``q̇``, ``m = n``).
+
+    Args:
+        gain: ``K_d``, a scalar (times the identity) or an ``(n, n)`` matrix.
+    """
+
+    def __init__(self, gain: float | Sequence[Sequence[float]] | torch.Tensor = 6.0):
+        self.gain = _gain(gain, "the damping gain")
+
+    def __call__(self, q, dq, g_pinv, inverse_mass):  # type: ignore[override]
+        return -_times(self.gain, dq)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "input", "gain": self.gain.tolist()}
+
+
+class MassDamping(AbstractDamping):
+    """``u_damp = −g⁺ k M(q) q̇``: the generalised force ``−k M q̇`` removes kinetic energy at
+    rate ``2k``, damping every mode alike (stable under a zero-order hold of ``dt`` for
+    ``k dt < 2``). Needs ``M⁻¹``.
+
+    Args:
+        rate: ``k`` in 1/s, a scalar or an ``(n, n)`` matrix.
+    """
+
+    def __init__(self, rate: float | Sequence[Sequence[float]] | torch.Tensor = 4.0):
+        self.rate = _gain(rate, "the damping rate")
+
+    def __call__(self, q, dq, g_pinv, inverse_mass):  # type: ignore[override]
+        if inverse_mass is None:
+            raise ConfigError("MassDamping needs the inverse_mass callable of the model.")
+        mass = torch.linalg.inv(inverse_mass(q).to(dq))
+        force = torch.einsum("...ij,...j->...i", mass, _times(self.rate, dq))
+        return -torch.einsum("...ij,...j->...i", g_pinv, force)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "mass", "rate": self.rate.tolist()}
+
+
 class EnergyShapingController:
-    """``u = g(q)⁺ (∂V/∂q − ∂V_d/∂q − K_d q̇)``, by autograd of the given potentials.
+    """``u = g(q)⁺ (∂V/∂q − ∂V_d/∂q) + u_damp``, by autograd of the given potentials.
 
     Args:
         potential: ``V``: ``q (..., n)`` → ``(...)``.
         input_matrix: ``g``: ``q (..., n)`` → ``(..., n, m)``; its pseudo-inverse is used (the
             inverse when square and invertible).
-        inverse_mass: ``M⁻¹``: ``q (..., n)`` → ``(..., n, n)``; optional, only for
-            :meth:`shaped_energy` (the control law itself does not need it).
+        inverse_mass: ``M⁻¹``: ``q (..., n)`` → ``(..., n, n)``; needed by :class:`MassDamping`
+            and :meth:`shaped_energy`.
         desired_potential: ``V_d``: ``q (..., n)`` → ``(...)``; ``None`` means ``−V``.
-        damping: ``K_d``, a scalar (times the identity) or an ``(n, n)`` matrix.
+        damping: the damping part (default ``MassDamping(4.0)``).
         max_control: clip each entry of ``u`` to ``[−max_control, max_control]``; ``None``: no clip.
     """
 
@@ -68,17 +149,18 @@ class EnergyShapingController:
         *,
         inverse_mass: Field | None = None,
         desired_potential: Field | None = None,
-        damping: float | Sequence[Sequence[float]] | torch.Tensor = 1.0,
+        damping: AbstractDamping | None = None,
         max_control: float | None = None,
     ):
         self.potential = potential
         self.input_matrix = input_matrix
         self.inverse_mass = inverse_mass
         self.desired_potential = desired_potential
-        kd = torch.as_tensor(damping, dtype=torch.float64)
-        if kd.ndim not in (0, 2) or not torch.all(torch.isfinite(kd)):
-            raise ConfigError(f"damping must be a finite scalar or (n, n) matrix, got {damping!r}.")
-        self.damping = kd
+        self.damping = damping if damping is not None else MassDamping()
+        if not isinstance(self.damping, AbstractDamping):
+            raise ConfigError(f"damping must be an AbstractDamping, got {damping!r}.")
+        if isinstance(self.damping, MassDamping) and inverse_mass is None:
+            raise ConfigError("MassDamping needs the inverse_mass callable of the model.")
         if max_control is not None and not max_control > 0:
             raise ConfigError(f"max_control must be > 0, got {max_control}.")
         self.max_control = max_control
@@ -104,12 +186,11 @@ class EnergyShapingController:
             raise ConfigError(f"states are [q, q̇] (an even length), got shape {tuple(x.shape)}.")
         n = x.shape[-1] // 2
         q, dq = x[..., :n], x[..., n:]
-        kd = self.damping.to(x)
-        damping = kd * dq if kd.ndim == 0 else torch.einsum("ij,...j->...i", kd, dq)
-        force = self.potential_force(q) - damping
+        force = self.potential_force(q)
         with torch.no_grad():
-            g = self.input_matrix(q).to(x)
-            u = torch.einsum("...ij,...j->...i", torch.linalg.pinv(g), force)
+            g_pinv = torch.linalg.pinv(self.input_matrix(q).to(x))
+            u = torch.einsum("...ij,...j->...i", g_pinv, force)
+            u = u + self.damping(q, dq, g_pinv, self.inverse_mass)
         if self.max_control is not None:
             u = u.clamp(-self.max_control, self.max_control)
         return u.detach()
@@ -169,7 +250,9 @@ def run_closed_loop(
     for k in range(n_steps):
         u = np.asarray(torch.as_tensor(controller(x)).detach().cpu(), dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(u)):
-            raise PhysicsError(f"the controller returned a non-finite control at t = {k * period:g}.")
+            raise PhysicsError(
+                f"the controller returned a non-finite control at t = {k * period:g}."
+            )
         x = np.asarray(step(x, u), dtype=np.float64)
         if not np.all(np.isfinite(x)):
             raise PhysicsError(f"the closed loop diverged at t = {(k + 1) * period:g}.")
@@ -205,7 +288,9 @@ def hold_success(result: ClosedLoopResult, criterion: SuccessCriterion) -> bool:
     n = result.states.shape[-1] // 2
     measure = np.asarray(criterion.measure(result.states))[last]
     speed = np.abs(result.states[last, n:])
-    return bool(np.all(measure >= criterion.threshold) and np.all(speed < criterion.speed_tolerance))
+    return bool(
+        np.all(measure >= criterion.threshold) and np.all(speed < criterion.speed_tolerance)
+    )
 
 
 def actuator_energy(result: ClosedLoopResult) -> dict[str, float]:
@@ -333,12 +418,14 @@ def _write_video(path: Path, result: ClosedLoopResult, render_frame: Callable) -
     try:
         import imageio.v2 as imageio
     except ImportError as exc:  # pragma: no cover - imageio is a dependency
-        raise MissingDependencyError("writing MP4 needs imageio: pip install 'imageio[ffmpeg]'") from exc
+        raise MissingDependencyError(
+            "writing MP4 needs imageio: pip install 'imageio[ffmpeg]'"
+        ) from exc
     fps = max(1, int(round(1.0 / float(result.t[1] - result.t[0]))))
     try:
         with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
             for state in result.states:
-                writer.append_data(render_frame(state))
+                writer.append_data(render_frame(state))  # type: ignore[attr-defined]
     except (ImportError, RuntimeError) as exc:
         raise MissingDependencyError(
             f"writing {path.name} needs ffmpeg: pip install 'imageio[ffmpeg]' ({exc})."

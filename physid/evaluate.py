@@ -279,7 +279,8 @@ def plot_trajectories(
     if y.ndim == 3:
         y = y[trajectory]
         p = None if p is None else p[trajectory]
-        m = None if m is None or m.ndim == 1 else m[trajectory]
+        if m is not None and m.ndim == 2:
+            m = m[trajectory]
     if y.ndim != 2 or y.shape[0] != tt.shape[0]:
         raise ConfigError(f"truth must be (time, state) with time = {tt.shape[0]}, got {y.shape}.")
     if p is not None and p.shape != y.shape:

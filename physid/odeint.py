@@ -16,7 +16,14 @@ from physid.gradients.base import Problem
 from physid.solvers import get_tableau
 from physid.stats import SolveStats
 
-__all__ = ["odeint", "SolveStats", "SolverError", "SolverStatus", "GRADIENT_METHODS", "SOLVER_NAMES"]
+__all__ = [
+    "odeint",
+    "SolveStats",
+    "SolverError",
+    "SolverStatus",
+    "GRADIENT_METHODS",
+    "SOLVER_NAMES",
+]
 
 GRADIENT_METHODS = ("naive", "adjoint", "seminorm", "aca")
 SOLVER_NAMES = ("euler", "rk2", "rk4", "heun_euler", "bosh3", "dopri5")

@@ -63,7 +63,14 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "physid.training/1"
 EpochFn = Callable[[int], Mapping[str, Any]]
-_RESUME_IGNORE_DEFAULT = ("epochs", "device", "progress", "resume", "physid_version")
+_RESUME_IGNORE_DEFAULT = (
+    "epochs",
+    "device",
+    "progress",
+    "resume",
+    "time_limit",
+    "physid_version",
+)
 
 
 @dataclasses.dataclass

@@ -106,7 +106,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"Setting: **{report['setting']}**. Mean ± std over seeds. Test loss ×1e-4, "
         "backward NFE summed over training ×1e4.",
         "",
-        "| method | test loss | bwd NFE | fwd NFE | bwd rejected steps | paper test loss | paper bwd NFE |",
+        "| method | test loss | bwd NFE | fwd NFE | bwd rejected steps | paper test loss "
+        "| paper bwd NFE |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method, row in report["results"].items():

@@ -187,8 +187,15 @@ def test_load_splits_rejects_other_data(tmp_path) -> None:
 @pytest.mark.parametrize("method", ["naive", "adjoint", "seminorm", "aca"])
 def test_tiny_fit_records_nfe(tmp_path, method: str) -> None:
     config = experiment.FitConfig(
-        method=method, epochs=2, n_per_control=2, n_steps=10, max_batches=1, batch_size=8,
-        runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "data"), progress=False,
+        method=method,
+        epochs=2,
+        n_per_control=2,
+        n_steps=10,
+        max_batches=1,
+        batch_size=8,
+        runs_dir=str(tmp_path / "runs"),
+        data_dir=str(tmp_path / "data"),
+        progress=False,
     )
     run = experiment.fit(config)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -219,20 +226,39 @@ def test_fit_config_rejects_bad_options() -> None:
 def test_cli_simulate_fit_evaluate_control_render(tmp_path) -> None:
     runner = CliRunner()
     data = tmp_path / "acro.npz"
-    res = runner.invoke(app, ["simulate", "acrobot", "--n-per-control", "2", "--n-steps", "10",
-                              "--out", str(data)])
+    res = runner.invoke(
+        app, ["simulate", "acrobot", "--n-per-control", "2", "--n-steps", "10", "--out", str(data)]
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["fit", "acrobot", "--method", "aca", "--epochs", "1", "--data",
-                              str(data), "--max-batches", "1", "--batch-size", "8", "--runs-dir",
-                              str(tmp_path / "runs"), "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "acrobot",
+            "--method",
+            "aca",
+            "--epochs",
+            "1",
+            "--data",
+            str(data),
+            "--max-batches",
+            "1",
+            "--batch-size",
+            "8",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     run = tmp_path / "runs" / "acrobot-symoden-aca-0"
     assert (run / "summary.json").exists()
     res = runner.invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output
     assert (run / "evaluation.json").exists()
-    res = runner.invoke(app, ["control", "acrobot", "--run", str(run), "--steps", "4",
-                              "--no-video"])
+    res = runner.invoke(
+        app, ["control", "acrobot", "--run", str(run), "--steps", "4", "--no-video"]
+    )
     assert res.exit_code == 0, res.output
     record = json.loads((run / "control" / "control.json").read_text())
     assert record["controller"] == "learned" and record["success"] is False

@@ -72,8 +72,7 @@ def test_aca_paper_toy(method: str, T: float) -> None:
     k = torch.tensor(0.4, dtype=F64, requires_grad=True)
     z0 = torch.tensor([1.3], dtype=F64, requires_grad=True)
     t = torch.tensor([0.0, T], dtype=F64)
-    zs = physid.odeint(lambda t, z: k * z, z0, t, method=method, rtol=1e-10, atol=1e-10,
-                       params=[k])
+    zs = physid.odeint(lambda t, z: k * z, z0, t, method=method, rtol=1e-10, atol=1e-10, params=[k])
     L = zs[-1].pow(2).sum()
     gz, gk = torch.autograd.grad(L, (z0, k))
     e = math.exp(2 * 0.4 * T)
@@ -96,9 +95,17 @@ def _frozen_reference(f, y0, t, tol, solver="dopri5"):
     tab = get_tableau(solver)
     trace = Trace()
     with torch.no_grad():
-        integrate(f, y0.detach().reshape(-1), t.tolist(), RKStepper(tab, y0, t.dtype),
-                  IController(), RMSNorm(), Tolerances(tol, tol, 10_000, None, None), Count(),
-                  trace)
+        integrate(
+            f,
+            y0.detach().reshape(-1),
+            t.tolist(),
+            RKStepper(tab, y0, t.dtype),
+            IController(),
+            RMSNorm(),
+            Tolerances(tol, tol, 10_000, None, None),
+            Count(),
+            trace,
+        )
     gs = GraphRKStepper(tab, y0, t.dtype)
     y = y0.reshape(-1)
     outs = {0: y}
@@ -229,8 +236,7 @@ def test_explicit_params_and_batched_states(method: str) -> None:
     k = torch.tensor([0.3, -0.7], dtype=F64, requires_grad=True)
     y0 = torch.tensor([[1.0, 2.0], [0.5, -1.0], [2.0, 0.1]], dtype=F64, requires_grad=True)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
-    ys = physid.odeint(lambda t, y: k * y, y0, t, method=method, rtol=1e-10, atol=1e-10,
-                       params=[k])
+    ys = physid.odeint(lambda t, y: k * y, y0, t, method=method, rtol=1e-10, atol=1e-10, params=[k])
     assert ys.shape == (3, 3, 2)
     torch.testing.assert_close(ys[0], y0)
     gk, gy = torch.autograd.grad(ys[-1].sum(), (k, y0))
@@ -244,8 +250,7 @@ def test_decreasing_time(method: str) -> None:
     k = torch.tensor(0.5, dtype=F64, requires_grad=True)
     y0 = torch.tensor([2.0], dtype=F64)
     t = torch.tensor([1.0, 0.5, 0.0], dtype=F64)
-    ys = physid.odeint(lambda t, y: k * y, y0, t, method=method, rtol=1e-10, atol=1e-10,
-                       params=[k])
+    ys = physid.odeint(lambda t, y: k * y, y0, t, method=method, rtol=1e-10, atol=1e-10, params=[k])
     assert abs(float(ys[-1].detach()) - 2.0 * math.exp(-0.5)) < 1e-8
     (gk,) = torch.autograd.grad(ys[-1].sum(), k)
     assert abs(float(gk) - (-1.0) * 2.0 * math.exp(-0.5)) < 1e-7
@@ -256,7 +261,8 @@ def test_fixed_step_solvers_with_every_method(method: str) -> None:
     k = torch.tensor(-0.8, dtype=F64, requires_grad=True)
     y0 = torch.tensor([1.0], dtype=F64)
     t = torch.linspace(0, 1, 5, dtype=F64)
-    ys = physid.odeint(lambda t, y: k * y, y0, t, method=method, solver="rk4", step_size=0.01,
-                       params=[k])
+    ys = physid.odeint(
+        lambda t, y: k * y, y0, t, method=method, solver="rk4", step_size=0.01, params=[k]
+    )
     (gk,) = torch.autograd.grad(ys[-1].sum(), k)
     assert abs(float(gk) - math.exp(-0.8)) < 1e-8

@@ -103,7 +103,11 @@ def _kepler():
     return f, fn, [1 - e, 0.0, 0.0, np.sqrt((1 + e) / (1 - e))], 2 * np.pi
 
 
-PROBLEMS = {"van_der_pol": _van_der_pol(1.0), "lotka_volterra": _lotka_volterra(), "kepler": _kepler()}
+PROBLEMS = {
+    "van_der_pol": _van_der_pol(1.0),
+    "lotka_volterra": _lotka_volterra(),
+    "kepler": _kepler(),
+}
 
 
 @pytest.mark.parametrize("solver", ["heun_euler", "bosh3", "dopri5"])
@@ -118,8 +122,15 @@ def test_adaptive_reaches_tolerance(solver: str, problem: str) -> None:
     errs = []
     tols = [1e-4, 1e-6, 1e-8] if solver != "heun_euler" else [1e-3, 1e-4, 1e-5]
     for tol in tols:
-        ys = physid.odeint(f, torch.tensor(y0, dtype=torch.float64), t, solver=solver, rtol=tol, atol=tol,
-                           max_steps=200_000)
+        ys = physid.odeint(
+            f,
+            torch.tensor(y0, dtype=torch.float64),
+            t,
+            solver=solver,
+            rtol=tol,
+            atol=tol,
+            max_steps=200_000,
+        )
         errs.append(float(np.abs(ys.numpy() - ref).max()))
     assert errs[0] > errs[1] > errs[2]
     assert errs[-1] < 1e3 * tols[-1], f"error {errs[-1]:.2e} at tolerance {tols[-1]}"
@@ -128,13 +139,23 @@ def test_adaptive_reaches_tolerance(solver: str, problem: str) -> None:
 def test_tableaus_validate_themselves() -> None:
     good = get_tableau("rk4")
     with pytest.raises(ConfigError, match="row sums"):
-        ButcherTableau("bad", 4, good.c, ((), (0.4,), (0.0, 0.5), (0.0, 0.0, 1.0)), good.b,
-                       good.dense, 3)
+        ButcherTableau(
+            "bad", 4, good.c, ((), (0.4,), (0.0, 0.5), (0.0, 0.0, 1.0)), good.b, good.dense, 3
+        )
     with pytest.raises(ConfigError, match="sum to 1"):
         ButcherTableau("bad", 4, good.c, good.a, (0.2, 1 / 3, 1 / 3, 1 / 6), good.dense, 3)
     with pytest.raises(ConfigError, match="error weights"):
-        ButcherTableau("bad", 2, (0.0, 1.0), ((), (1.0,)), (0.5, 0.5), ((1.0, -0.5), (0.0, 0.5)),
-                       2, b_err=(0.5, 0.4), error_order=1)
+        ButcherTableau(
+            "bad",
+            2,
+            (0.0, 1.0),
+            ((), (1.0,)),
+            (0.5, 0.5),
+            ((1.0, -0.5), (0.0, 0.5)),
+            2,
+            b_err=(0.5, 0.4),
+            error_order=1,
+        )
 
 
 def test_fsal_is_derived_from_data() -> None:

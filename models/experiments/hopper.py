@@ -19,11 +19,12 @@ smaller networks, fewer epochs); ``tiny`` exists for tests.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ class _Preset:
 
 PRESETS: dict[str, _Preset] = {
     "paper": _Preset(PRESET_SIZES["paper"], n_trajectories=10_000, epochs=300, eval_every=10),
-    "default": _Preset(PRESET_SIZES["default"], n_trajectories=1_000, epochs=100, eval_every=5),
+    "default": _Preset(PRESET_SIZES["default"], n_trajectories=1_000, epochs=60, eval_every=5),
     "tiny": _Preset(PRESET_SIZES["tiny"], n_trajectories=20, epochs=2, eval_every=1),
 }
 
@@ -358,14 +359,32 @@ def fit(config: FitConfig) -> Path:
     Raises:
         ConfigError, DataError: bad options or data; TrainingError: the loss stayed non-finite.
     """
+    cfg = config.resolved()
+    with _torch_threads(cfg.threads):
+        return _fit(cfg)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``torch.set_num_threads(n)`` (small networks on a shared CPU run fastest on one
+    thread), restoring the previous count afterwards."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(cfg: FitConfig) -> Path:
     import physid
     from physid.device import resolve_device
     from physid.training import train
 
-    cfg = config.resolved()
     epochs, eval_every = int(cfg.epochs or 0), int(cfg.eval_every or 1)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     ds = load_data(cfg)
     data = _tensors(ds, cfg, device)
@@ -604,12 +623,22 @@ def render(
     return _write_video(np.concatenate([left, right], axis=2), out, fps)
 
 
-def render_dataset(path: str | Path, out: str | Path, *, index: int = 0, fps: int = 20) -> Path:
+def render_dataset(
+    path: str | Path,
+    out: str | Path,
+    *,
+    index: int = 0,
+    fps: int = 20,
+    width: int = 320,
+    height: int = 240,
+) -> Path:
     """Render trajectory ``index`` of a hopper data set (``physid render DATASET -o ...``)."""
     ds = load_dataset(path)
+    if ds.metadata.get("system") != SYSTEM or ds.state_dim != 14:
+        raise DataError(f"{path} is not a hopper data set.")
     if not 0 <= index < ds.n_trajectories:
         raise ConfigError(f"trajectory {index} does not exist (0..{ds.n_trajectories - 1}).")
-    frames = H.render_states(ds.y[index])
+    frames = H.render_states(ds.y[index], width=width, height=height)
     return _write_video(frames, out, fps)
 
 

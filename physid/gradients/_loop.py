@@ -139,6 +139,7 @@ def integrate(
     elif tol.first_step is not None:
         h = direction * abs(tol.first_step)
     else:
+
         def flat_f(tt: Tensor | float, yy: Tensor) -> Tensor:
             return stepper.f(func, tt, yy)
 
@@ -160,9 +161,7 @@ def integrate(
             h_try = h
         h_try_f = _f(h_try)  # type: ignore[assignment]
         if attempts >= tol.max_steps:
-            raise _fail(
-                SolverStatus.MAX_STEPS_REACHED, tf, hf, tol, f"{tol.max_steps} steps taken"
-            )
+            raise _fail(SolverStatus.MAX_STEPS_REACHED, tf, hf, tol, f"{tol.max_steps} steps taken")
         attempts += 1
         if graph:
             y1, err, f1, ks = stepper.step(func, t, h_try, y, f0)  # type: ignore[call-arg,arg-type,misc]
@@ -170,16 +169,17 @@ def integrate(
             y1, err, f1 = stepper.step(func, t, h_try, y, f0)  # type: ignore[call-arg,arg-type,misc]
         count.nfe += stepper.nfe_per_step
 
+        factor: float | Tensor
         if err is None:
             accept, factor = True, 1.0
             abs_y1 = y1
         else:
             abs_y1 = torch.abs(y1)
             scale = tol.atol + tol.rtol * torch.maximum(abs_y, abs_y1)
-            ratio = norm(err / scale) * abs(h_try)
+            ratio = norm(err / scale) * abs(h_try)  # type: ignore[operator]
             r = _f(ratio)
             nonfinite = not math.isfinite(r)
-            if nonfinite:
+            if nonfinite:  # reject and shrink before it can become a failure
                 accept, factor = False, controller.min_factor
             else:
                 accept, factor = controller.decide(ratio if graph else r)
@@ -205,8 +205,10 @@ def integrate(
                     outputs.append(y1)
                 if trace is not None:
                     trace.outputs.append(
-                        [(j, 1.0 if tf_all[j] == t_new_f else (tf_all[j] - tf) / h_try_f)
-                         for j in ks_here]
+                        [
+                            (j, 1.0 if tf_all[j] == t_new_f else (tf_all[j] - tf) / h_try_f)
+                            for j in ks_here
+                        ]
                     )
             elif trace is not None:
                 trace.outputs.append([])

@@ -82,9 +82,7 @@ class _ACAFunction(torch.autograd.Function):
             # An output at a step's end is that end state. When t needs a gradient, every output
             # but the final time (whose step was shortened to end there) goes through the
             # interpolant, so that it depends on its own time.
-            at_end = [
-                k for k, th in outs_i if th == 1.0 and (t_leaf is None or trace.clipped[i])
-            ]
+            at_end = [k for k, th in outs_i if th == 1.0 and (t_leaf is None or trace.clipped[i])]
             for k in at_end:
                 a = a + g[k]
             inner = [(k, th) for k, th in outs_i if k not in at_end]
@@ -92,9 +90,7 @@ class _ACAFunction(torch.autograd.Function):
             with torch.enable_grad():
                 if t_leaf is not None:
                     t_i: float | Tensor = t_leaf[0] + (trace.ts[i] - t0f)
-                    h_i: float | Tensor = (
-                        t_leaf[-1] - t_i if trace.clipped[i] else trace.hs[i]
-                    )
+                    h_i: float | Tensor = t_leaf[-1] - t_i if trace.clipped[i] else trace.hs[i]
                 else:
                     t_i, h_i = trace.ts[i], trace.hs[i]
                 y1, ks = stepper.stages(func, t_i, h_i, y_i, None, need_last=bool(inner))

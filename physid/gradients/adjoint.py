@@ -42,14 +42,24 @@ def _full_norm(keep: int) -> AbstractNorm:
 class _AdjointFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, problem: Problem, backward_norm: NormFactory, y0: Tensor, t: Tensor,
+        ctx: Any,
+        problem: Problem,
+        backward_norm: NormFactory,
+        y0: Tensor,
+        t: Tensor,
         *params: Tensor,
     ) -> Tensor:
         stepper = RKStepper(problem.tableau, y0, problem.time_dtype)
         count = Count()
         outs, _ = integrate(
-            problem.func, y0.reshape(-1), t.tolist(), stepper, problem.make_controller(),
-            RMSNorm(), problem.tol, count,
+            problem.func,
+            y0.reshape(-1),
+            t.tolist(),
+            stepper,
+            problem.make_controller(),
+            RMSNorm(),
+            problem.tol,
+            count,
         )
         st = problem.stats
         st.nfe_forward += count.nfe
@@ -101,12 +111,21 @@ class _AdjointFunction(torch.autograd.Function):
                     count.nfe += 1
                     grad_t[i] = (g[i] * f_i.reshape(-1)).sum()
                 tol_i = Tolerances(
-                    problem.tol.rtol, problem.tol.atol, problem.tol.max_steps, first_step,
+                    problem.tol.rtol,
+                    problem.tol.atol,
+                    problem.tol.max_steps,
+                    first_step,
                     problem.tol.step_size,
                 )
                 outs, h_next = integrate(
-                    aug_f, z, [tf[i], tf[i - 1]], stepper, problem.make_controller(), norm,
-                    tol_i, count,
+                    aug_f,
+                    z,
+                    [tf[i], tf[i - 1]],
+                    stepper,
+                    problem.make_controller(),
+                    norm,
+                    tol_i,
+                    count,
                 )
                 first_step = abs(h_next) if problem.tol.step_size is None else None
                 z = outs[-1]
@@ -137,7 +156,11 @@ class _AdjointFunction(torch.autograd.Function):
 
 
 def _flat(v: Tensor | None, like: Tensor) -> Tensor:
-    return torch.zeros(like.numel(), dtype=like.dtype, device=like.device) if v is None else v.reshape(-1)
+    return (
+        torch.zeros(like.numel(), dtype=like.dtype, device=like.device)
+        if v is None
+        else v.reshape(-1)
+    )
 
 
 class AdjointMethod(AbstractGradientMethod):

@@ -109,6 +109,7 @@ class ButcherTableau:
 
     def cast(self, dtype: torch.dtype, device: torch.device) -> CastTableau:
         """The tableau's coefficients as tensors of ``dtype`` on ``device``."""
+
         def tt(x: object) -> torch.Tensor:
             return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype, device=device)
 
@@ -123,7 +124,7 @@ class ButcherTableau:
 
 @dataclass(frozen=True)
 class CastTableau:
-    """A tableau's coefficients as tensors of one dtype and device (see :meth:`ButcherTableau.cast`)."""
+    """A tableau's coefficients as tensors of one dtype and device (see ``ButcherTableau.cast``)."""
 
     tableau: ButcherTableau
     a: torch.Tensor
@@ -140,7 +141,9 @@ def hermite_dense(b: tuple[float, ...], fsal: bool = True) -> tuple[tuple[float,
     [i = 1] + (theta^3 - theta^2) [i = s]``.
     """
     if not fsal:
-        raise ConfigError("Hermite dense output needs the slope at the step's end (an FSAL method).")
+        raise ConfigError(
+            "Hermite dense output needs the slope at the step's end (an FSAL method)."
+        )
     s = len(b)
     rows = []
     for i, bi in enumerate(b):
