@@ -279,6 +279,119 @@ def render_cmd(
 # --- three-body ---
 
 
+@simulate_app.command("three-body")
+def simulate_three_body(
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Random unequal-mass systems from this seed (default: the paper's)."
+        ),
+    ] = None,
+    n_trajectories: Annotated[
+        int, typer.Option("--n-trajectories", min=1, help="Systems to simulate (needs --seed).")
+    ] = 1,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The .npz to write (default data/three-body-…).")
+    ] = None,
+) -> None:
+    """Simulate the three-body data (train: 1000 points on [0, 1]; test: 2000 on [0, 2])."""
+    from models.experiments import three_body
+
+    path = three_body.simulate(out, seed=seed, n_trajectories=n_trajectories)
+    typer.echo(str(path))
+
+
+@fit_app.command("three-body")
+def fit_three_body(
+    model: Annotated[
+        str, typer.Option("--model", help="ode (unknown masses), node, lstm or lstm-aug.")
+    ] = "ode",
+    method: Annotated[
+        str, typer.Option("--method", help="Gradient method: naive, adjoint, seminorm or aca.")
+    ] = "aca",
+    solver: Annotated[str, typer.Option("--solver", help="ODE solver (adaptive).")] = "dopri5",
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance (training).")] = 1e-7,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance (training).")] = 1e-7,
+    epochs: Annotated[int, typer.Option("--epochs", min=0, help="Epochs (ode, node).")] = 100,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (ode, node).")] = 0.1,
+    betas: Annotated[
+        tuple[float, float], typer.Option("--betas", help="Adam betas (ode, node).")
+    ] = (0.5, 0.5),
+    lr_decay: Annotated[
+        float, typer.Option("--lr-decay", help="Learning-rate factor per epoch (ode, node).")
+    ] = 0.95,
+    loss_weight_base: Annotated[
+        float, typer.Option("--loss-weight-base", help="The loss weights time t by BASE**t.")
+    ] = 0.01,
+    lstm_epochs: Annotated[
+        int, typer.Option("--lstm-epochs", min=0, help="Epochs (lstm, lstm-aug).")
+    ] = 5000,
+    lstm_lr: Annotated[float, typer.Option("--lstm-lr", help="Learning rate (lstm).")] = 0.01,
+    lstm_lr_decay: Annotated[
+        float, typer.Option("--lstm-lr-decay", help="Learning-rate factor per epoch (lstm).")
+    ] = 0.999,
+    lstm_hidden: Annotated[int, typer.Option("--lstm-hidden", min=1, help="LSTM width.")] = 64,
+    system_seed: Annotated[
+        int | None,
+        typer.Option("--system-seed", help="Fit a random system from this seed (default: paper)."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="A data set from 'physid simulate three-body'.")
+    ] = None,
+    trajectory: Annotated[
+        int, typer.Option("--trajectory", min=0, help="Which system of --data.")
+    ] = 0,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Parent of runs.")] = Path("runs"),
+    run_name: Annotated[
+        str | None, typer.Option("--run-name", help="Run folder name (default from the options).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")
+    ] = 1,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--fresh", help="Continue an interrupted run, or start afresh."),
+    ] = True,
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", help="Stop after this many seconds.")
+    ] = None,
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
+    progress: ProgressOption = True,
+) -> None:
+    """Fit a three-body model (Table 5 of the ACA paper); prints the run directory."""
+    from models.experiments import three_body
+
+    config = three_body.FitConfig(
+        model=model,
+        method=method,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        epochs=epochs,
+        lr=lr,
+        betas=betas,
+        lr_decay=lr_decay,
+        loss_weight_base=loss_weight_base,
+        lstm_epochs=lstm_epochs,
+        lstm_lr=lstm_lr,
+        lstm_lr_decay=lstm_lr_decay,
+        lstm_hidden=lstm_hidden,
+        system_seed=system_seed,
+        data=None if data is None else str(data),
+        trajectory=trajectory,
+        runs_dir=str(runs_dir),
+        run_name=run_name,
+        threads=threads,
+        resume=resume,
+        time_limit=time_limit,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    typer.echo(str(three_body.fit(config)))
+
+
 # --- acrobot ---
 
 

@@ -266,3 +266,50 @@ def test_fixed_step_solvers_with_every_method(method: str) -> None:
     )
     (gk,) = torch.autograd.grad(ys[-1].sum(), k)
     assert abs(float(gk) - math.exp(-0.8)) < 1e-8
+
+
+def test_aca_nfe_relations() -> None:
+    """Forward: f0 + Hairer's trial + 6 per attempted dopri5 step (FSAL). Backward: 6 per
+    accepted step — the dense output borrows the next step's first stage — plus one for the last
+    step when an output time lies inside it."""
+    f = MLP()
+    y0 = torch.tensor([0.5, -1.0], dtype=F64)
+    t = torch.linspace(0, 3, 40, dtype=F64)
+    st = physid.SolveStats()
+    ys = physid.odeint(f, y0, t, method="aca", rtol=1e-6, atol=1e-6, stats=st)
+    torch.autograd.grad(ys.sum(), list(f.parameters()))
+    assert st.nfe_forward == 2 + 6 * (st.steps_accepted + st.steps_rejected)
+    assert st.backward_steps_accepted == st.steps_accepted
+    assert st.nfe_backward in (6 * st.steps_accepted, 6 * st.steps_accepted + 1)
+    st2 = physid.SolveStats()
+    ys = physid.odeint(f, y0, t, method="naive", rtol=1e-6, atol=1e-6, stats=st2)
+    torch.autograd.grad(ys.sum(), list(f.parameters()))
+    assert st2.nfe_backward == 0 and st2.nfe_forward == st.nfe_forward
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradients_are_deterministic(method: str) -> None:
+    f = MLP()
+    y0 = torch.tensor([0.5, -1.0], dtype=F64)
+    t = torch.linspace(0, 2, 9, dtype=F64)
+    runs = []
+    for _ in range(2):
+        ys = physid.odeint(f, y0, t, method=method, rtol=1e-6, atol=1e-6)
+        runs.append(torch.autograd.grad(ys.pow(2).sum(), list(f.parameters())))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_matches_cpu(method: str) -> None:
+    f = MLP()
+    y0 = torch.tensor([0.5, -1.0], dtype=F64)
+    t = torch.linspace(0, 2, 9, dtype=F64)
+    ys = physid.odeint(f, y0, t, method=method, rtol=1e-8, atol=1e-8)
+    g_cpu = torch.autograd.grad(ys.pow(2).sum(), list(f.parameters()))
+    fc = f.cuda()
+    ys = physid.odeint(fc, y0.cuda(), t.cuda(), method=method, rtol=1e-8, atol=1e-8)
+    g_gpu = torch.autograd.grad(ys.pow(2).sum(), list(fc.parameters()))
+    for a, b in zip(g_cpu, g_gpu, strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-6, atol=1e-9)

@@ -279,6 +279,21 @@ def _tensors(ds: TrajectoryDataset, cfg: FitConfig, device: torch.device) -> _Te
 
 # ---- model and training -----------------------------------------------------------------------
 
+# Options that may change when an interrupted run is resumed (they do not change the fit).
+_RESUME_IGNORE = (
+    "epochs",
+    "device",
+    "progress",
+    "resume",
+    "physid_version",
+    "threads",
+    "time_limit",
+    "run_dir",
+    "runs_dir",
+    "data_dir",
+    "eval_every",
+)
+
 
 def build_model(cfg: FitConfig) -> LatentODE:
     """The latent ODE of the config's preset (initialised from the current torch RNG)."""
@@ -304,6 +319,7 @@ def test_mse(
     *,
     batch_size: int = 500,
     stats: Any = None,
+    generator: torch.Generator | None = None,
 ) -> float:
     """MSE over every point of ``x`` (normalised units), averaged over ``cfg.eval_samples``
     z0 samples, the encoder seeing only ``mask``'s points.
@@ -319,7 +335,12 @@ def test_mse(
             for a in range(0, x.shape[0], batch_size):
                 xb, mb = x[a : a + batch_size], mask[a : a + batch_size]
                 x_hat, _, _ = model.reconstruct(
-                    xb, mb, t, n_samples=cfg.eval_samples, **_decode_kwargs(cfg, stats)
+                    xb,
+                    mb,
+                    t,
+                    n_samples=cfg.eval_samples,
+                    generator=generator,
+                    **_decode_kwargs(cfg, stats),
                 )
                 total += float(((x_hat - xb.unsqueeze(0)) ** 2).sum())
                 count += x_hat.numel()
@@ -456,6 +477,7 @@ def _fit(cfg: FitConfig) -> Path:
         scheduler_interval="manual",
         select_metric="train_mse",
         resume=cfg.resume,
+        resume_ignore=_RESUME_IGNORE,
         progress=cfg.progress,
         description=f"hopper {cfg.method} s={cfg.observed}",
         time_limit=cfg.time_limit,
@@ -494,8 +516,11 @@ def _mean(records: list[dict[str, Any]], key: str) -> float | None:
 # ---- evaluation, plots, videos ------------------------------------------------------------------
 
 
-def _load_run(run_dir: str | Path) -> tuple[FitConfig, LatentODE, _Tensors, torch.Tensor, int]:
+def _load_run(
+    run_dir: str | Path, device: str = "cpu"
+) -> tuple[FitConfig, LatentODE, _Tensors, torch.Tensor, int]:
     from physid.cli import load_run_config
+    from physid.device import resolve_device
     from physid.training import load_model_state
 
     run = Path(run_dir)
@@ -504,11 +529,12 @@ def _load_run(run_dir: str | Path) -> tuple[FitConfig, LatentODE, _Tensors, torc
         raise DataError(f"{run} is a {raw.get('system')} run, not a hopper run.")
     fields = {f.name for f in dataclasses.fields(FitConfig)}
     cfg = FitConfig(**{k: v for k, v in raw.items() if k in fields}).resolved()
-    cfg = dataclasses.replace(cfg, device="cpu", run_dir=str(run))
+    dev = resolve_device(device)
+    cfg = dataclasses.replace(cfg, device=str(dev), run_dir=str(run))
     model = build_model(cfg)
     epoch = load_model_state(model, run, "last")
-    model.eval()
-    data = _tensors(load_data(cfg), cfg, torch.device("cpu"))
+    model.to(dev).eval()
+    data = _tensors(load_data(cfg), cfg, dev)
     mask_path = run / "test_mask.npy"
     if mask_path.exists():
         mask = torch.as_tensor(np.load(mask_path))
@@ -516,7 +542,7 @@ def _load_run(run_dir: str | Path) -> tuple[FitConfig, LatentODE, _Tensors, torc
         mask = _test_mask(data.test.shape[0], data.t.shape[0], cfg)
     if mask.shape != data.test.shape[:2]:
         raise DataError(f"{mask_path} does not match the test set {tuple(data.test.shape[:2])}.")
-    return cfg, model, data, mask, epoch
+    return cfg, model, data, mask.to(dev), epoch
 
 
 def evaluate(run_dir: str | Path) -> dict[str, Any]:
@@ -532,9 +558,9 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     from physid.evaluate import plot_loss_curve, plot_trajectories
 
     run = Path(run_dir)
-    cfg, model, data, mask, epoch = _load_run(run)
-    torch.manual_seed(cfg.test_mask_seed)
-    mse = test_mse(model, data.test, data.t, mask, cfg)
+    cfg, model, data, mask, epoch = _load_run(run, device="auto")
+    gen = torch.Generator().manual_seed(cfg.test_mask_seed)
+    mse = test_mse(model, data.test, data.t, mask, cfg, generator=gen)
     with torch.no_grad():
         x_hat, mean, _ = model.reconstruct(
             data.test[:1], mask[:1], data.t, n_samples=1, **_decode_kwargs(cfg, None)
@@ -558,6 +584,7 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     summary = dict(load_json(summary_path)) if summary_path.exists() else {}
     paper = PAPER_TABLE4.get(cfg.method, {}).get(round(cfg.observed, 3))
     summary.update(
+        model_evaluated="last",
         epoch_evaluated=epoch,
         test_mse=mse,
         test_mse_e2=mse / 1e-2,
@@ -578,8 +605,8 @@ def _reconstruct_raw(
     with torch.no_grad():
         mean, _ = model.encoder(data.test[index : index + 1], mask[index : index + 1], data.t)
         x_hat = model.decode(mean, data.t, **_decode_kwargs(cfg, None))[0]
-    truth = H.denormalise(data.test[index].double().numpy(), data.stats)
-    pred = H.denormalise(x_hat.double().numpy(), data.stats)
+    truth = H.denormalise(data.test[index].double().cpu().numpy(), data.stats)
+    pred = H.denormalise(x_hat.double().cpu().numpy(), data.stats)
     return truth, pred
 
 

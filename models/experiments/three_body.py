@@ -1,30 +1,97 @@
 """The three-body experiment of the ACA paper (Zhuang et al. 2020, Table 5), end to end.
 
-Data: the true system simulated on the training grid (1000 points on [0, 1]) and the test grid
-(2000 points on [0, 2], half a training step off the training grid, t[0] = 0). Metric: mean over test
-times of the squared position error summed over the 9 coordinates.
+- Data: the true system (:mod:`envs.three_body`, DOP853 at 1e-12) on the training grid (1000
+  points on [0, 1]) and the test grid (2000 points half a training step off it, covering
+  [0, 2], t[0] = 0). :func:`simulate` writes both as one physid data set (merged time grid).
+- Models: ``ode`` (the known form, 3 unknown masses), ``node`` (augmented-input neural ODE),
+  ``lstm`` and ``lstm-aug`` (sequence baselines).
+- :func:`fit` follows the reference code: Adam (lr 0.1, betas (0.5, 0.5)), lr x 0.95 before
+  every step, 100 full-batch epochs, loss = mean over training times of 0.01^t x the squared
+  position error summed over the 9 coordinates; the kept model is the one with the lowest
+  unweighted training error. LSTMs: lr 0.01 x 0.999 per epoch, 5000 epochs, windows of 20.
+- Metric: mean over the test times of the squared position error summed over the 9 coordinates
+  (:func:`position_mse`).
+- :func:`evaluate` and :func:`render` take the run directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+import physid
 from envs.three_body import (
     ThreeBodyParams,
     default_initial_state,
-    simulate as simulate_truth,
     eval_times,
+    random_system,
     train_times,
 )
+from envs.three_body import simulate as simulate_truth
+from models.known_form import KnownFormThreeBody
+from models.lstm import LSTMBaseline
+from models.node import AugmentedNODE
+from physid._io import load_json, read_jsonl, save_json
+from physid.data import TrajectoryDataset, load_dataset, make_metadata, windows
+from physid.device import resolve_device
+from physid.errors import ConfigError, DataError
+from physid.training import load_model_state, train
 
-__all__ = ["ThreeBodyData", "make_data", "position_mse"]
+__all__ = [
+    "SYSTEM",
+    "ENV_ID",
+    "MODELS",
+    "PAPER_TABLE5",
+    "ThreeBodyData",
+    "make_data",
+    "simulate",
+    "load_data",
+    "position_mse",
+    "training_loss",
+    "FitConfig",
+    "build_model",
+    "fit",
+    "load_run",
+    "predict",
+    "evaluate",
+    "render",
+    "render_dataset",
+]
+
+SYSTEM = "three-body"
+ENV_ID = "physid/ThreeBody-v0"
+MODELS = ("ode", "node", "lstm", "lstm-aug")
+ODE_MODELS = ("ode", "node")
+TRUTH_TOL = 1e-12
+POSITION_LABELS = tuple(f"{axis}{i}" for i in (1, 2, 3) for axis in "xyz")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+PAPER_TABLE5: dict[str, tuple[float, float]] = {
+    "lstm": (0.59, 0.12),
+    "lstm-aug": (0.49, 0.06),
+    "node-adjoint": (3.47, 0.67),
+    "node-naive": (0.21, 0.11),
+    "node-aca": (0.16, 0.06),
+    "ode-adjoint": (0.0025, 0.0012),
+    "ode-naive": (0.0025, 0.0013),
+    "ode-aca": (0.0007, 0.0005),
+}
+"""Test MSE (mean, std over 3 runs) of Zhuang et al. 2020, Table 5."""
+
+
+# ---- data -------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class ThreeBodyData:
-    """Ground truth on the training and test grids.
+    """Ground truth of one system on the training and test grids.
 
     Attributes:
         params: the true system.
@@ -40,7 +107,16 @@ class ThreeBodyData:
 
     @property
     def y0(self) -> np.ndarray:
+        """The initial state ``(18,)``."""
         return self.y_train[0]
+
+    @property
+    def train_end(self) -> float:
+        return float(self.t_train[-1])
+
+
+def _grids(n_train: int, n_test: int, train_end: float) -> tuple[np.ndarray, np.ndarray]:
+    return train_times(n_train, train_end), eval_times(n_test, n_train, train_end)
 
 
 def make_data(
@@ -49,22 +125,120 @@ def make_data(
     *,
     n_train: int = 1000,
     n_test: int = 2000,
-    t_train_end: float = 1.0,
-    rtol: float = 1e-12,
-    atol: float = 1e-12,
+    train_end: float = 1.0,
+    rtol: float = TRUTH_TOL,
+    atol: float = TRUTH_TOL,
 ) -> ThreeBodyData:
     """Simulate the true system on the training and test grids (default: the paper's system)."""
     params = params if params is not None else ThreeBodyParams()
     y0 = default_initial_state() if y0 is None else np.asarray(y0, dtype=np.float64)
-    t_train = train_times(n_train, t_train_end)
-    t_test = eval_times(n_test, n_train, t_train_end)
+    t_train, t_test = _grids(n_train, n_test, train_end)
+    merged = np.union1d(t_train, t_test)
+    y = simulate_truth(params, y0, merged, rtol=rtol, atol=atol)
     return ThreeBodyData(
         params=params,
         t_train=t_train,
-        y_train=simulate_truth(params, y0, t_train, rtol=rtol, atol=atol),
+        y_train=y[np.searchsorted(merged, t_train)],
         t_test=t_test,
-        y_test=simulate_truth(params, y0, t_test, rtol=rtol, atol=atol),
+        y_test=y[np.searchsorted(merged, t_test)],
     )
+
+
+def _systems(seed: int | None, n_trajectories: int) -> list[tuple[ThreeBodyParams, np.ndarray]]:
+    if n_trajectories < 1:
+        raise ConfigError(f"n_trajectories must be >= 1, got {n_trajectories}.")
+    if seed is None:
+        if n_trajectories != 1:
+            raise ConfigError("several trajectories need --seed (random systems from a seed).")
+        return [(ThreeBodyParams(), default_initial_state())]
+    return [random_system(seed + i) for i in range(n_trajectories)]
+
+
+def default_data_path(seed: int | None, n_trajectories: int = 1) -> Path:
+    """Where :func:`simulate` writes by default."""
+    name = "paper" if seed is None else f"seed{seed}" + (
+        f"-n{n_trajectories}" if n_trajectories > 1 else ""
+    )
+    return Path("data") / f"three-body-{name}.npz"
+
+
+def simulate(
+    out: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    n_trajectories: int = 1,
+    n_train: int = 1000,
+    n_test: int = 2000,
+    train_end: float = 1.0,
+    rtol: float = TRUTH_TOL,
+    atol: float = TRUTH_TOL,
+) -> Path:
+    """Simulate three-body data and write it as a physid data set.
+
+    Args:
+        out: the ``.npz`` to write (default ``data/three-body-paper.npz`` or
+            ``data/three-body-seed{seed}.npz``).
+        seed: ``None``: the paper's system (masses 1.1, 1.1, 0.9 and its initial state);
+            an integer: random unequal-mass systems from seeds ``seed, seed + 1, ...``
+            (:func:`envs.three_body.random_system`).
+        n_trajectories: number of systems (one trajectory each).
+        n_train, n_test, train_end: the grids (see :func:`envs.three_body.eval_times`).
+        rtol, atol: DOP853 tolerances of the ground truth.
+
+    Returns:
+        the path written. ``t`` is the union of the two grids, ``y`` ``(n, len(t), 18)``; the
+        metadata holds each system's parameters and the grid sizes (:func:`load_data` splits).
+    """
+    systems = _systems(seed, n_trajectories)
+    t_train, t_test = _grids(n_train, n_test, train_end)
+    merged = np.union1d(t_train, t_test)
+    ys = np.stack([simulate_truth(p, y0, merged, rtol=rtol, atol=atol) for p, y0 in systems])
+    path = Path(out) if out is not None else default_data_path(seed, n_trajectories)
+    ds = TrajectoryDataset(
+        t=merged,
+        y=ys,
+        metadata=make_metadata(
+            simulator=ENV_ID,
+            params=[p.to_dict() for p, _ in systems],
+            seed=seed,
+            rtol=rtol,
+            atol=atol,
+            system=SYSTEM,
+            integrator="scipy DOP853",
+            n_train=n_train,
+            n_test=n_test,
+            train_end=train_end,
+            state=[*(f"r{i}_{a}" for i in (1, 2, 3) for a in "xyz"),
+                   *(f"v{i}_{a}" for i in (1, 2, 3) for a in "xyz")],
+        ),  # fmt: skip
+    )
+    return ds.save(path)
+
+
+def load_data(path: str | Path, trajectory: int = 0) -> ThreeBodyData:
+    """Read one system of a data set written by :func:`simulate`.
+
+    Raises:
+        DataError: not a three-body data set, or its grids do not match its metadata.
+        ConfigError: ``trajectory`` out of range.
+    """
+    ds = load_dataset(path)
+    meta = ds.metadata
+    if meta.get("system") != SYSTEM or ds.state_dim != 18:
+        raise DataError(f"{path} is not a three-body data set (system {meta.get('system')!r}).")
+    if not 0 <= trajectory < ds.n_trajectories:
+        raise ConfigError(f"trajectory must be in [0, {ds.n_trajectories}), got {trajectory}.")
+    t_train, t_test = _grids(int(meta["n_train"]), int(meta["n_test"]), float(meta["train_end"]))
+    t = ds.t if ds.t.ndim == 1 else ds.t[trajectory]
+    i_train, i_test = np.searchsorted(t, t_train), np.searchsorted(t, t_test)
+    if i_train.max() >= len(t) or i_test.max() >= len(t) or not (
+        np.array_equal(t[i_train], t_train) and np.array_equal(t[i_test], t_test)
+    ):
+        raise DataError(f"{path}: the time grid does not hold the training and test grids.")
+    p = meta["params"][trajectory]
+    params = ThreeBodyParams(masses=tuple(p["masses"]), k1=p["k1"], k2=p["k2"])
+    y = ds.y[trajectory]
+    return ThreeBodyData(params, t_train, y[i_train], t_test, y[i_test])
 
 
 def position_mse(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -73,6 +247,609 @@ def position_mse(pred: np.ndarray, truth: np.ndarray) -> float:
     Args:
         pred, truth: ``(T, 18)`` states or ``(T, 9)`` positions.
     """
-    pred = np.asarray(pred)[..., :9]
-    truth = np.asarray(truth)[..., :9]
-    return float(np.mean(np.sum((pred - truth) ** 2, axis=-1)))
+    return float(np.mean(_position_sq_error(pred, truth)))
+
+
+def training_loss(
+    pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, weight_base: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference code's training loss: mean over time of ``weight_base**t`` x the squared
+    position error summed over the 9 coordinates.
+
+    Args:
+        pred, target: ``(T, 18)`` states or ``(T, 9)`` positions; t: ``(T,)``.
+
+    Returns:
+        ``(loss, squared_error)``; ``squared_error`` ``(T,)`` is unweighted (its mean is the
+        unweighted training error).
+    """
+    sq = (pred[..., :9] - target[..., :9]).pow(2).sum(-1)
+    return (weight_base**t * sq).mean(), sq
+
+
+def _position_sq_error(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    p = np.asarray(pred, dtype=np.float64)[..., :9]
+    y = np.asarray(truth, dtype=np.float64)[..., :9]
+    return np.sum((p - y) ** 2, axis=-1)
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Every option of a three-body fit (all recorded in the run's ``config.json``).
+
+    Attributes:
+        model: ``ode`` (3 unknown masses), ``node``, ``lstm`` or ``lstm-aug``.
+        method: gradient method of the ODE models (``naive``, ``adjoint``, ``seminorm``,
+            ``aca``); ignored by LSTMs.
+        solver, rtol, atol, max_steps: the training solve. The default 1e-7 comes from
+            ``scripts/three_body_gradient_vs_tol.py``: at the paper's 1e-5 the mass gradient
+            of the loss is off by ~10% (sign errors near the optimum) and the solver alone
+            costs a test MSE of ~2e-4; at 1e-7 both are negligible for about twice the NFE.
+        eval_rtol, eval_atol: tolerances of the test solve (``None``: the training ones).
+        epochs, lr, betas, lr_decay: Adam for ``ode``/``node`` (the reference: 100, 0.1,
+            (0.5, 0.5), 0.95 applied before every step).
+        loss_weight_base: the loss weights the error at time t by ``base**t`` (0.01).
+        lstm_epochs, lstm_lr, lstm_betas, lstm_lr_decay, lstm_hidden, lstm_window,
+            lstm_context: the LSTM baselines (5000 epochs, lr 0.01 x 0.999 per epoch, windows
+            of 20 points, rollout from the first 10).
+        seed: model initialisation.
+        system_seed: ``None``: the paper's system; an integer: a random unequal-mass system.
+        data, trajectory: an existing data set (from ``physid simulate three-body``) and the
+            system in it, instead of simulating.
+        device, dtype, threads: where and how to compute (``threads=None`` keeps torch's).
+        runs_dir, run_name: the run directory is ``runs_dir/run_name`` (default
+            ``three-body-{model}-{method}-{seed}``, ``three-body-{model}-{seed}`` for LSTMs).
+        resume, progress, time_limit: see :func:`physid.training.train`.
+        plots: write the evaluation plots at the end of :func:`fit`.
+    """
+
+    model: str = "ode"
+    method: str = "aca"
+    solver: str = "dopri5"
+    rtol: float = 1e-7
+    atol: float = 1e-7
+    max_steps: int = 100_000
+    eval_rtol: float | None = None
+    eval_atol: float | None = None
+    epochs: int = 100
+    lr: float = 0.1
+    betas: tuple[float, float] = (0.5, 0.5)
+    lr_decay: float = 0.95
+    loss_weight_base: float = 0.01
+    lstm_epochs: int = 5000
+    lstm_lr: float = 0.01
+    lstm_betas: tuple[float, float] = (0.9, 0.999)
+    lstm_lr_decay: float = 0.999
+    lstm_hidden: int = 64
+    lstm_window: int = 20
+    lstm_context: int = 10
+    seed: int = 0
+    system_seed: int | None = None
+    data: str | None = None
+    trajectory: int = 0
+    device: str = "cpu"
+    dtype: str = "float64"
+    threads: int | None = 1
+    runs_dir: str = "runs"
+    run_name: str | None = None
+    resume: bool = True
+    progress: bool = True
+    time_limit: float | None = None
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "lstm_betas", tuple(float(b) for b in self.lstm_betas))
+        if self.model not in MODELS:
+            raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}.")
+        if self.method not in physid.GRADIENT_METHODS:
+            raise ConfigError(
+                f"method must be one of {', '.join(physid.GRADIENT_METHODS)}, got {self.method!r}."
+            )
+        if self.solver not in physid.SOLVER_NAMES:
+            raise ConfigError(
+                f"solver must be one of {', '.join(physid.SOLVER_NAMES)}, got {self.solver!r}."
+            )
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}.")
+        positive = ("rtol", "atol", "lr", "lstm_lr", "loss_weight_base")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
+        for name in ("lr_decay", "lstm_lr_decay"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}.")
+        for name in ("epochs", "lstm_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("betas", "lstm_betas"):
+            b = getattr(self, name)
+            if len(b) != 2 or not all(0 <= x < 1 for x in b):
+                raise ConfigError(f"{name} must be two numbers in [0, 1), got {b}.")
+        if not 2 <= self.lstm_context < self.lstm_window:
+            raise ConfigError("lstm_context must be >= 2 and smaller than lstm_window.")
+
+    @property
+    def is_ode(self) -> bool:
+        """``ode`` and ``node`` are solved with ``physid.odeint``; LSTMs are not."""
+        return self.model in ODE_MODELS
+
+    @property
+    def name(self) -> str:
+        """``model-method`` for the ODE models, ``model`` for LSTMs (Table 5's rows)."""
+        return f"{self.model}-{self.method}" if self.is_ode else self.model
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory."""
+        return Path(self.runs_dir) / (self.run_name or f"{SYSTEM}-{self.name}-{self.seed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``system`` is added for the CLI."""
+        return {"system": SYSTEM, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FitConfig:
+        """The config of a run's ``config.json`` (unknown keys ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in fields})
+
+
+def build_model(config: FitConfig) -> nn.Module:
+    """A fresh model for ``config`` (seeded by ``config.seed``), in ``config.dtype`` on CPU."""
+    dtype = _DTYPES[config.dtype]
+    torch.manual_seed(config.seed)
+    if config.model == "ode":
+        return KnownFormThreeBody(generator=torch.Generator().manual_seed(config.seed), dtype=dtype)
+    if config.model == "node":
+        return AugmentedNODE(dtype=dtype)
+    return LSTMBaseline(aug=config.model == "lstm-aug", hidden=config.lstm_hidden, dtype=dtype)
+
+
+def _data_for(config: FitConfig) -> ThreeBodyData:
+    if config.data is not None:
+        return load_data(config.data, config.trajectory)
+    if config.system_seed is None:
+        return make_data()
+    params, y0 = random_system(config.system_seed)
+    return make_data(params, y0)
+
+
+# ---- fitting ----------------------------------------------------------------------------------
+
+
+def _solve(
+    model: nn.Module,
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    config: FitConfig,
+    stats: physid.SolveStats | None = None,
+    *,
+    evaluation: bool = False,
+) -> torch.Tensor:
+    rtol = (config.eval_rtol if evaluation else None) or config.rtol
+    atol = (config.eval_atol if evaluation else None) or config.atol
+    return physid.odeint(
+        model,
+        y0,
+        t,
+        method=config.method,
+        solver=config.solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=config.max_steps,
+        stats=stats,
+    )
+
+
+def fit(config: FitConfig | None = None) -> Path:
+    """Fit one model to the three-body data; returns the run directory.
+
+    The run directory gets ``config.json``, ``metrics.jsonl`` (per epoch: weighted ``loss``,
+    unweighted ``train_mse`` after the step, forward/backward NFE and steps of the training
+    solve, ``train_seconds`` of forward + backward + step), ``model.pt`` (best by
+    ``train_mse``, and last), then :func:`evaluate`'s ``summary.json`` and ``plots/``.
+    """
+    config = config or FitConfig()
+    if config.threads is not None:
+        torch.set_num_threads(int(config.threads))
+    device = resolve_device(config.device)
+    dtype = _DTYPES[config.dtype]
+    data = _data_for(config)
+    model = build_model(config).to(device)
+
+    if config.is_ode:
+        epochs, lr, betas, decay = config.epochs, config.lr, config.betas, config.lr_decay
+    else:
+        epochs, lr = config.lstm_epochs, config.lstm_lr
+        betas, decay = config.lstm_betas, config.lstm_lr_decay
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+    make_epoch_fn = _ode_epoch_fn if config.is_ode else _lstm_epoch_fn
+    epoch_fn = make_epoch_fn(model, optimizer, data, config, device, dtype)
+    # The reference multiplies the learning rate by the decay before every step.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: decay ** (e + 1))
+    result = train(
+        model,
+        epoch_fn,
+        optimizer=optimizer,
+        epochs=epochs,
+        run_dir=config.run_dir,
+        config={**config.to_dict(), "true_masses": list(data.params.masses)},
+        scheduler=scheduler,
+        select_metric="train_mse",
+        resume=config.resume,
+        progress=config.progress,
+        description=f"three-body {config.name}",
+        time_limit=config.time_limit,
+    )
+    evaluate(result.run_dir, data=data, plots=config.plots)
+    return result.run_dir
+
+
+def _ode_epoch_fn(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ThreeBodyData,
+    config: FitConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Any:
+    t = torch.as_tensor(data.t_train, dtype=dtype, device=device)
+    target = torch.as_tensor(data.y_train[:, :9], dtype=dtype, device=device)
+    y0 = torch.as_tensor(data.y0, dtype=dtype, device=device)
+
+    def epoch_fn(epoch: int) -> dict[str, Any]:
+        stats = physid.SolveStats()
+        t0 = time.perf_counter()
+        pred = _solve(model, y0, t, config, stats)
+        loss, sq = training_loss(pred, target, t, config.loss_weight_base)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        train_seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            after = _solve(model, y0, t, config)
+            train_mse = (after[:, :9] - target).pow(2).sum(-1).mean()
+        record: dict[str, Any] = {
+            "loss": float(loss.detach()),
+            "train_mse": float(train_mse),
+            "train_mse_before_step": float(sq.detach().mean()),
+            "train_seconds": train_seconds,
+            **stats.as_dict(),
+        }
+        if isinstance(model, KnownFormThreeBody):
+            record["masses"] = model.masses.detach().cpu().tolist()
+        return record
+
+    return epoch_fn
+
+
+def _lstm_windows(
+    data: ThreeBodyData, config: FitConfig, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    positions = torch.as_tensor(data.y_train[None, :, :9], dtype=dtype, device=device)
+    return windows(positions, config.lstm_window)
+
+
+def _lstm_epoch_fn(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ThreeBodyData,
+    config: FitConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Any:
+    if not isinstance(model, LSTMBaseline):
+        raise ConfigError("the LSTM epoch needs an LSTMBaseline.")
+    w = _lstm_windows(data, config, device, dtype)
+    model.fit_normalisation(w)
+
+    def window_mse(pred: torch.Tensor) -> torch.Tensor:
+        return (pred[:, :-1] - w[:, 1:]).pow(2).sum(-1).mean()
+
+    def epoch_fn(epoch: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        loss = window_mse(model(w))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        train_seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            train_mse = window_mse(model(w))
+        return {
+            "loss": float(loss.detach()),
+            "train_mse": float(train_mse),
+            "train_seconds": train_seconds,
+        }
+
+    return epoch_fn
+
+
+# ---- runs -------------------------------------------------------------------------------------
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, FitConfig]:
+    """The fitted model (``best`` or ``last``) and the :class:`FitConfig` of a run.
+
+    Raises:
+        DataError: the folder is not a three-body run, or has no checkpoint.
+    """
+    run = Path(run_dir)
+    raw = load_json(run / "config.json")
+    if not isinstance(raw, dict) or raw.get("system") != SYSTEM:
+        got = raw.get("system") if isinstance(raw, dict) else None
+        raise DataError(f"{run} is not a three-body run (system {got!r}).")
+    config = FitConfig.from_dict(raw)
+    model = build_model(config)
+    load_model_state(model, run, which)  # type: ignore[arg-type]
+    model.eval()
+    return model, config
+
+
+def predict(model: nn.Module, config: FitConfig, data: ThreeBodyData) -> np.ndarray:
+    """Positions ``(len(t_test), 9)`` predicted on the test grid.
+
+    ODE models are solved from the true initial state with the run's solver (at
+    ``eval_rtol``/``eval_atol``). LSTMs are rolled out on the training grid's step from the
+    first ``lstm_context`` training points, then linearly interpolated to the test times.
+    """
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        if config.is_ode:
+            t = torch.as_tensor(data.t_test, dtype=dtype)
+            y0 = torch.as_tensor(data.y0, dtype=dtype)
+            return _solve(model, y0, t, config, evaluation=True)[:, :9].numpy()
+        if not isinstance(model, LSTMBaseline):
+            raise ConfigError("an LSTM run must hold an LSTMBaseline.")
+        h = float(data.t_train[1] - data.t_train[0])
+        k = config.lstm_context
+        n_total = int(math.ceil(data.t_test[-1] / h - 1e-9)) + 1
+        first = torch.as_tensor(data.y_train[:k, :9], dtype=dtype)
+        traj = model.rollout(first, max(n_total - k, 0)).to(torch.float64).numpy()
+        grid = data.t_train[0] + h * np.arange(traj.shape[0])
+        return np.stack([np.interp(data.t_test, grid, traj[:, i]) for i in range(9)], -1)
+
+
+def _history_totals(run: Path) -> dict[str, Any]:
+    path = run / "metrics.jsonl"
+    records = read_jsonl(path) if path.exists() else []
+    totals: dict[str, Any] = {
+        "epochs_completed": len(records),
+        "seconds": float(sum(float(r.get("train_seconds", 0.0)) for r in records)),
+        "wall_seconds": float(sum(float(r.get("seconds", 0.0)) for r in records)),
+    }
+    for key in physid.SolveStats().as_dict():
+        totals[key] = int(sum(int(r.get(key, 0)) for r in records))
+    if records:
+        best = min(records, key=lambda r: float(r["train_mse"]))
+        totals["best_epoch"] = int(best["epoch"])
+        totals["train_mse"] = float(best["train_mse"])
+    return totals
+
+
+def evaluate(
+    run_dir: str | Path, *, data: ThreeBodyData | None = None, plots: bool = True
+) -> dict[str, Any]:
+    """Test metrics and plots of a run (its best model); writes ``summary.json`` and ``plots/``.
+
+    ``summary.json`` holds ``test_mse`` (on the test grid over [0, 2]), ``test_mse_interp``
+    ([0, 1]) and ``test_mse_extrap`` ((1, 2]), ``train_mse`` (best epoch, unweighted),
+    ``seconds`` (forward + backward + optimiser step, summed over epochs), ``wall_seconds``,
+    ``nfe_forward`` / ``nfe_backward`` (training solves, summed) and the other solve counts,
+    and for ``ode`` the learned ``masses``, ``true_masses`` and ``mass_rel_error``. Plots:
+    ``trajectories.png`` (the 9 coordinates), ``trajectories_3d.png``, ``error_vs_time.png``,
+    ``loss.png`` (from training).
+
+    Args:
+        run_dir: a run directory written by :func:`fit`.
+        data: the ground truth (default: rebuilt from the run's config).
+        plots: write the plots.
+    """
+    run = Path(run_dir)
+    model, config = load_run(run)
+    data = data if data is not None else _data_for(config)
+    pred = predict(model, config, data)
+    sq = _position_sq_error(pred, data.y_test)
+    inside = data.t_test <= data.train_end
+    summary: dict[str, Any] = {
+        "system": SYSTEM,
+        "model": config.model,
+        "method": config.method if config.is_ode else None,
+        "name": config.name,
+        "seed": config.seed,
+        "solver": config.solver,
+        "rtol": config.rtol,
+        "atol": config.atol,
+        "test_mse": float(sq.mean()),
+        "test_mse_interp": float(sq[inside].mean()),
+        "test_mse_extrap": float(sq[~inside].mean()),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        **_history_totals(run),
+    }
+    if isinstance(model, KnownFormThreeBody):
+        masses = model.masses.detach().cpu().numpy()
+        true = np.asarray(data.params.masses)
+        summary["masses"] = masses.tolist()
+        summary["true_masses"] = true.tolist()
+        summary["mass_rel_error"] = (np.abs(masses - true) / true).tolist()
+    save_json(run / "summary.json", summary)
+    if plots:
+        _plot_run(run, config, data, pred, sq)
+    return summary
+
+
+def _plot_run(
+    run: Path, config: FitConfig, data: ThreeBodyData, pred: np.ndarray, sq: np.ndarray
+) -> None:
+    from physid.evaluate import plot_error_vs_time, plot_loss_curve, plot_trajectories
+
+    plots = run / "plots"
+    title = f"three-body {config.name} (seed {config.seed})"
+    plot_trajectories(
+        data.t_test,
+        data.y_test[:, :9],
+        plots / "trajectories.png",
+        pred=pred,
+        labels=list(POSITION_LABELS),
+        max_states=9,
+        train_end=data.train_end,
+        title=title,
+    )
+    plot_error_vs_time(
+        data.t_test,
+        {config.name: sq},
+        plots / "error_vs_time.png",
+        ylabel="squared position error (sum over 9 coordinates)",
+        train_end=data.train_end,
+        title=title,
+    )
+    if (run / "metrics.jsonl").exists():
+        plot_loss_curve(
+            run / "metrics.jsonl",
+            plots / "loss.png",
+            keys=["loss", "train_mse", *(["nfe_forward", "nfe_backward"] if config.is_ode else [])],
+            title=title,
+        )
+    _plot_3d(data, pred, plots / "trajectories_3d.png", title)
+
+
+def _plot_3d(data: ThreeBodyData, pred: np.ndarray, path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    from physid._io import atomic_write
+
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    for i in range(3):
+        ax = fig.add_subplot(1, 3, i + 1, projection="3d")
+        true = data.y_test[:, 3 * i : 3 * i + 3]
+        model = pred[:, 3 * i : 3 * i + 3]
+        ax.plot(*true.T, color="tab:blue", lw=1.2, label="truth")
+        ax.plot(*model.T, color="tab:orange", lw=1.2, ls="--", label="model")
+        ax.scatter(*true[0], color="black", s=15)
+        ax.set_title(f"body {i + 1}")
+        if i == 0:
+            ax.legend(fontsize="small")
+    fig.suptitle(f"{title}: [0, 2], trained on [0, {data.train_end:g}]")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+
+
+# ---- videos -----------------------------------------------------------------------------------
+
+_COLORS = ("tab:blue", "tab:orange", "tab:green")
+
+
+def _animate(
+    t: np.ndarray,
+    truth: np.ndarray,
+    pred: np.ndarray | None,
+    out: str | Path,
+    *,
+    train_end: float | None,
+    title: str,
+    frames: int,
+    fps: int,
+) -> Path:
+    """An MP4 of three bodies in 3-D: truth (solid, dots) and prediction (dashed, crosses)."""
+    import imageio.v2 as imageio
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if frames < 2:
+        raise ConfigError(f"a video needs at least 2 frames, got {frames}.")
+    idx = np.unique(np.linspace(0, len(t) - 1, frames).round().astype(int))
+    every = truth if pred is None else np.concatenate([truth, pred])
+    pts = every.reshape(-1, 3, 3)
+    finite = pts[np.isfinite(pts).all(axis=(1, 2))]
+    lo, hi = finite.reshape(-1, 3).min(0), finite.reshape(-1, 3).max(0)
+    pad = 0.05 * (hi - lo).max()
+
+    fig = Figure(figsize=(6.4, 6.4), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.14, 1.0, 0.76), projection="3d")
+    bar = fig.add_axes((0.1, 0.08, 0.8, 0.03))
+    for a, (l, h) in zip(("x", "y", "z"), zip(lo - pad, hi + pad, strict=True), strict=True):
+        getattr(ax, f"set_{a}lim")(l, h)
+    lines_true, lines_pred, dots_true, dots_pred = [], [], [], []
+    for i, color in enumerate(_COLORS):
+        lines_true.append(ax.plot([], [], [], color=color, lw=1.2)[0])
+        dots_true.append(ax.plot([], [], [], "o", color=color, ms=7)[0])
+        if pred is not None:
+            lines_pred.append(ax.plot([], [], [], color=color, lw=1.0, ls="--")[0])
+            dots_pred.append(ax.plot([], [], [], "x", color=color, ms=8, mew=2)[0])
+    legend = "solid/dots: truth" + ("   dashed/crosses: prediction" if pred is not None else "")
+    ax.text2D(0.02, 0.02, legend, transform=ax.transAxes, fontsize=8)
+    head = ax.set_title(title)
+    bar.set_xlim(t[0], t[-1])
+    bar.set_yticks([])
+    if train_end is not None:
+        bar.axvspan(t[0], train_end, color="tab:green", alpha=0.3, label="training window")
+        bar.legend(loc="upper right", fontsize=7, bbox_to_anchor=(1.0, 3.5))
+    cursor = bar.axvline(t[0], color="black", lw=2)
+    bar.set_xlabel("t")
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
+        for k in idx:
+            for i in range(3):
+                sl = slice(3 * i, 3 * i + 3)
+                seg = truth[: k + 1, sl]
+                lines_true[i].set_data_3d(seg[:, 0], seg[:, 1], seg[:, 2])
+                dots_true[i].set_data_3d(seg[-1:, 0], seg[-1:, 1], seg[-1:, 2])
+                if pred is not None:
+                    seg = pred[: k + 1, sl]
+                    lines_pred[i].set_data_3d(seg[:, 0], seg[:, 1], seg[:, 2])
+                    dots_pred[i].set_data_3d(seg[-1:, 0], seg[-1:, 1], seg[-1:, 2])
+            phase = ""
+            if train_end is not None:
+                phase = "  (training window)" if t[k] <= train_end else "  (extrapolation)"
+            head.set_text(f"{title}\nt = {t[k]:.3f}{phase}")
+            cursor.set_xdata([t[k], t[k]])
+            canvas.draw()
+            writer.append_data(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+    return path
+
+
+def render(
+    run_dir: str | Path, out: str | Path, *, frames: int = 200, fps: int = 25
+) -> Path:
+    """An MP4 of a run: the truth and the model's prediction over [0, 2] in 3-D, with the
+    training window marked on a time bar. Returns the path written."""
+    run = Path(run_dir)
+    model, config = load_run(run)
+    data = _data_for(config)
+    pred = predict(model, config, data)
+    return _animate(
+        data.t_test,
+        data.y_test[:, :9],
+        pred,
+        out,
+        train_end=data.train_end,
+        title=f"three-body {config.name}",
+        frames=frames,
+        fps=fps,
+    )
+
+
+def render_dataset(
+    dataset: str | Path, out: str | Path, *, trajectory: int = 0, frames: int = 200, fps: int = 25
+) -> Path:
+    """An MP4 of one system of a three-body data set (truth only, on its test grid)."""
+    if Path(dataset).is_dir():
+        raise DataError(f"{dataset} is a folder, not a data set (.npz).")
+    data = load_data(dataset, trajectory)
+    return _animate(
+        data.t_test,
+        data.y_test[:, :9],
+        None,
+        out,
+        train_end=data.train_end,
+        title=f"three-body, masses {', '.join(f'{m:.3g}' for m in data.params.masses)}",
+        frames=frames,
+        fps=fps,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from physid.controllers.base import AbstractController
 from physid.controllers.constant import ConstantController
 from physid.controllers.initial_step import initial_step
-from physid.controllers.norms import AbstractNorm, RMSNorm, SemiNorm
+from physid.controllers.norms import AbstractNorm, BlockNorm, RMSNorm, SemiNorm
 from physid.controllers.pi import IController, PIController
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "PIController",
     "AbstractNorm",
     "RMSNorm",
+    "BlockNorm",
     "SemiNorm",
     "initial_step",
 ]

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["AbstractNorm", "RMSNorm", "SemiNorm"]
+__all__ = ["AbstractNorm", "RMSNorm", "BlockNorm", "SemiNorm"]
 
 
 class AbstractNorm(ABC):
@@ -33,20 +33,43 @@ class RMSNorm(AbstractNorm):
         return "RMSNorm()"
 
 
-class SemiNorm(AbstractNorm):
-    """RMS over the first ``keep`` channels only: the adjoint seminorm (Kidger et al. 2021).
+class BlockNorm(AbstractNorm):
+    """The largest RMS over consecutive blocks of channels.
 
-    In the adjoint's backward solve the augmented state is ``[y, a_y, a_theta]``; the parameter
-    channels ``a_theta`` are an integral (nothing downstream depends on them), so their local error
-    need not limit the step. ``keep = 2 * y.numel()`` leaves them out.
+    The adjoint's augmented state ``[y, a_y, a_theta]`` mixes quantities of unrelated scales; one
+    RMS over everything lets the largest block (often ``a_theta``, with one channel per parameter)
+    drown the others. Taking each block's RMS and the maximum weighs them equally — the norm of
+    torchdiffeq's adjoint, the baseline of Kidger et al. 2021.
+
+    Args:
+        sizes: the block sizes, in order; channels after the last block are ignored.
     """
 
-    def __init__(self, keep: int):
-        self.keep = keep
+    def __init__(self, sizes: list[int]):
+        self.bounds = []
+        start = 0
+        for size in sizes:
+            if size > 0:
+                self.bounds.append((start, start + size))
+            start += size
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = x[: self.keep]
-        return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+        parts = [torch.linalg.vector_norm(x[a:b]) / math.sqrt(b - a) for a, b in self.bounds]
+        return parts[0] if len(parts) == 1 else torch.stack(parts).max()
 
     def __repr__(self) -> str:
-        return f"SemiNorm(keep={self.keep})"
+        return f"{type(self).__name__}(bounds={self.bounds})"
+
+
+class SemiNorm(BlockNorm):
+    """The adjoint seminorm (Kidger et al. 2021): :class:`BlockNorm` over ``[y, a_y]`` only.
+
+    In the adjoint's backward solve the parameter channels ``a_theta`` are an integral — nothing
+    downstream depends on their local error — so they are left out of step-size control.
+
+    Args:
+        n_state: the number of channels of ``y`` (and of ``a_y``).
+    """
+
+    def __init__(self, n_state: int):
+        super().__init__([n_state, n_state])
