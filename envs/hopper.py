@@ -39,6 +39,7 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from physid.data import TrajectoryDataset, make_metadata, split_indices
@@ -63,7 +64,6 @@ __all__ = [
     "denormalise",
     "generate",
     "normalisation_of",
-    "check_data",
     "render_states",
 ]
 
@@ -386,16 +386,11 @@ def normalisation_stats(y: np.ndarray, scheme: str = "minmax") -> dict[str, list
 
 def _stats_arrays(stats: dict[str, Any], like: Any) -> tuple[Any, Any]:
     offset, scale = stats["offset"], stats["scale"]
-    try:
-        import torch
-
-        if isinstance(like, torch.Tensor):
-            return (
-                torch.as_tensor(offset, dtype=like.dtype, device=like.device),
-                torch.as_tensor(scale, dtype=like.dtype, device=like.device),
-            )
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    if isinstance(like, torch.Tensor):
+        return (
+            torch.as_tensor(offset, dtype=like.dtype, device=like.device),
+            torch.as_tensor(scale, dtype=like.dtype, device=like.device),
+        )
     return np.asarray(offset), np.asarray(scale)
 
 
@@ -500,20 +495,6 @@ def normalisation_of(dataset: TrajectoryDataset, scheme: str | None = None) -> d
     if scheme not in norm:
         raise DataError(f"this data set has no {scheme!r} normalisation statistics.")
     return norm[scheme]
-
-
-def check_data(y: np.ndarray, t: np.ndarray) -> None:
-    """Validate a hopper data set's arrays.
-
-    Raises:
-        DataError: wrong shapes or non-finite values.
-    """
-    if y.ndim != 3 or y.shape[-1] != 14:
-        raise DataError(f"hopper data must be (trajectories, time, 14), got {y.shape}.")
-    if t.shape != (y.shape[1],):
-        raise DataError(f"t must be ({y.shape[1]},) to match y, got {t.shape}.")
-    if not np.isfinite(y).all():
-        raise DataError("hopper data contains non-finite values.")
 
 
 class HopperEnv(gym.Env):

@@ -56,16 +56,9 @@ K2 = 7.2393239
 
 STATE_DIM = 18
 DEFAULT_MASSES = (1.1, 1.1, 0.9)
-DEFAULT_Y0 = (
-    # r1, r2, r3
-    0.0, 0.2, 0.0,
-    0.5, 0.0, 0.5,
-    0.0, 0.0, 0.5,
-    # v1, v2, v3
-    0.0, 0.1, 0.0,
-    0.0, 0.0, 0.1,
-    0.1, 0.0, 0.0,
-)  # fmt: skip
+DEFAULT_POSITIONS = ((0.0, 0.2, 0.0), (0.5, 0.0, 0.5), (0.0, 0.0, 0.5))
+DEFAULT_VELOCITIES = ((0.0, 0.1, 0.0), (0.0, 0.0, 0.1), (0.1, 0.0, 0.0))
+DEFAULT_Y0 = tuple(x for body in (*DEFAULT_POSITIONS, *DEFAULT_VELOCITIES) for x in body)
 """The initial conditions of the ACA paper's experiment, ordered [r1, r2, r3, v1, v2, v3]."""
 
 
@@ -249,10 +242,19 @@ def simulate(
     t = np.asarray(t, dtype=np.float64)
     if y0.ndim == 2:
         return np.stack(
-            [simulate(params, y, t, rtol=rtol, atol=atol, max_energy_drift=max_energy_drift,
-                      min_distance=min_distance)
-             for y in y0]
-        )  # fmt: skip
+            [
+                simulate(
+                    params,
+                    y,
+                    t,
+                    rtol=rtol,
+                    atol=atol,
+                    max_energy_drift=max_energy_drift,
+                    min_distance=min_distance,
+                )
+                for y in y0
+            ]
+        )
     if y0.shape != (STATE_DIM,):
         raise ConfigError(f"y0 must have shape (18,) or (n, 18), got {y0.shape}.")
     if t.ndim != 1 or t.size < 1 or np.any(np.diff(t) <= 0):
@@ -331,15 +333,22 @@ def random_system(
     for _ in range(max_tries):
         masses = tuple(float(m) for m in rng.uniform(*mass_range, size=3))
         noise = np.concatenate(
-            [rng.uniform(-position_noise, position_noise, 9),
-             rng.uniform(-velocity_noise, velocity_noise, 9)]
-        )  # fmt: skip
+            [
+                rng.uniform(-position_noise, position_noise, 9),
+                rng.uniform(-velocity_noise, velocity_noise, 9),
+            ]
+        )
         params, y0 = ThreeBodyParams(masses=masses), base + noise  # type: ignore[arg-type]
         try:
             simulate(
-                params, y0, [0.0, t_end], rtol=1e-8, atol=1e-8, max_energy_drift=1e-5,
+                params,
+                y0,
+                [0.0, t_end],
+                rtol=1e-8,
+                atol=1e-8,
+                max_energy_drift=1e-5,
                 min_distance=min_distance,
-            )  # fmt: skip
+            )
         except PhysicsError:
             continue
         return params, y0

@@ -379,8 +379,13 @@ def _kl_standard_normal(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
 
 
 def kl_coefficient(epoch: int, wait: int = 10, rate: float = 0.99) -> float:
-    """KL annealing of latent_ode: 0 for the first ``wait`` epochs, then ``1 - rate**(epoch -
-    wait)`` (epochs counted from 0)."""
+    """KL annealing: 0 for the first ``wait`` epochs, then ``1 - rate**(epoch - wait)`` (epochs
+    counted from 0).
+
+    The defaults (10, 0.99) are the protocol physid follows (PROTOCOLS.md); the latest
+    ``run_models.py`` of the latent_ode repository waits 50 epochs and uses 0.993 — pass those to
+    compare.
+    """
     if epoch < wait:
         return 0.0
     return 1.0 - rate ** (epoch - wait)

@@ -21,7 +21,13 @@ from models.latent_ode import (
 from physid.data import subsample_mask
 
 TINY = LatentODEConfig(
-    input_dim=3, latent_dim=2, rec_dim=3, gru_units=4, units=5, gen_layers=1, rec_layers=1,
+    input_dim=3,
+    latent_dim=2,
+    rec_dim=3,
+    gru_units=4,
+    units=5,
+    gen_layers=1,
+    rec_layers=1,
     z0_units=4,
 )
 
@@ -38,7 +44,11 @@ def test_mlp_matches_the_reference_layout() -> None:
     net = mlp(15, 15, 3, 300)
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
-        (15, 300), (300, 300), (300, 300), (300, 300), (300, 15)
+        (15, 300),
+        (300, 300),
+        (300, 300),
+        (300, 300),
+        (300, 15),
     ]
     assert all(float(m.bias.detach().abs().max()) == 0 for m in linears)
     w = torch.cat([m.weight.detach().flatten() for m in linears])
@@ -154,8 +164,15 @@ def _tiny_config(tmp_path, data, **kw):
     from models.experiments.hopper import FitConfig
 
     options = dict(
-        preset="tiny", epochs=2, data=str(data), runs_dir=str(tmp_path), progress=False,
-        eval_samples=1, n_samples=2, batch_size=4, threads=1,
+        preset="tiny",
+        epochs=2,
+        data=str(data),
+        runs_dir=str(tmp_path),
+        progress=False,
+        eval_samples=1,
+        n_samples=2,
+        batch_size=4,
+        threads=1,
     )
     options.update(kw)
     return FitConfig(**options)
@@ -230,10 +247,27 @@ def test_cli_simulate_fit_evaluate_render(tmp_path, hopper_data, fitted_run) -> 
     res = runner.invoke(
         app,
         [
-            "fit", "hopper", "--model", "latent-ode", "--observed", "0.5", "--method", "seminorm",
-            "--preset", "tiny", "--epochs", "1", "--data", str(hopper_data),
-            "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--device", "cpu",
-            "--threads", "1",
+            "fit",
+            "hopper",
+            "--model",
+            "latent-ode",
+            "--observed",
+            "0.5",
+            "--method",
+            "seminorm",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--data",
+            str(hopper_data),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
         ],
     )
     assert res.exit_code == 0, res.output

@@ -16,11 +16,11 @@ from envs.three_body import (
     dynamics,
     dynamics_numpy,
     energy,
+    eval_times,
     momentum,
     pair_distances,
     random_system,
     simulate,
-    eval_times,
     train_times,
 )
 from models.experiments.three_body import position_mse
@@ -38,7 +38,9 @@ def truth() -> np.ndarray:
 def test_grids_follow_the_protocol() -> None:
     t_train, t_test = train_times(), eval_times()
     assert t_train.shape == (1000,) and t_train[0] == 0.0 and t_train[-1] == 1.0
-    assert t_test.shape == (2000,) and t_test[0] == 0.0 and t_test[-1] == pytest.approx(2.0, abs=2e-3)
+    assert (
+        t_test.shape == (2000,) and t_test[0] == 0.0 and t_test[-1] == pytest.approx(2.0, abs=2e-3)
+    )
     h = 1.0 / 999
     np.testing.assert_allclose(np.diff(t_test[1:]), h, rtol=1e-9)
     # Every test point but t = 0 lies midway between two training points (on [0, 1]).
@@ -61,7 +63,9 @@ def test_close_encounters_of_the_paper_system(truth: np.ndarray) -> None:
     dmin = pair_distances(truth).min(axis=-1)
     first = np.argmin(np.where(t < 0.95, dmin, np.inf))
     second = np.argmin(np.where((t > 0.95) & (t < 1.2), dmin, np.inf))
-    assert dmin[first] == pytest.approx(0.053, abs=1e-3) and t[first] == pytest.approx(0.87, abs=0.01)
+    assert dmin[first] == pytest.approx(0.053, abs=1e-3) and t[first] == pytest.approx(
+        0.87, abs=0.01
+    )
     assert dmin[second] == pytest.approx(0.061, abs=1e-3)
     assert t[second] == pytest.approx(1.035, abs=0.01)
 

@@ -246,19 +246,25 @@ def load_data(cfg: FitConfig) -> TrajectoryDataset:
     else:
         n = int(cfg.n_trajectories or 0)
         path = _cache_path(cfg.data_dir, n, cfg.data_seed)
-        ds = None
-        if path.exists():
-            ds = load_dataset(path)
-            if ds.metadata.get("seed") != cfg.data_seed or ds.n_trajectories != n:
-                ds = None
-        if ds is None:
+        if not (path.exists() and _is_cached_set(load_dataset(path), n, cfg.data_seed)):
             simulate(n, cfg.data_seed, path)
-            ds = load_dataset(path)
+        ds = load_dataset(path)
     if ds.metadata.get("system") != SYSTEM or ds.state_dim != 14 or ds.t.ndim != 1:
         raise DataError("the data set is not a hopper data set (physid simulate hopper).")
     if "n_train" not in ds.metadata:
         raise DataError("the hopper data set's metadata has no n_train (train/test split).")
     return ds
+
+
+def _is_cached_set(ds: TrajectoryDataset, n: int, seed: int) -> bool:
+    """Whether a cached file is the protocol's set for ``n`` trajectories and ``seed``."""
+    return (
+        ds.metadata.get("system") == SYSTEM
+        and ds.metadata.get("seed") == seed
+        and ds.n_trajectories == n
+        and ds.metadata.get("params")
+        == json.loads(json.dumps(dataclasses.asdict(H.HopperParams())))
+    )
 
 
 @dataclasses.dataclass(frozen=True)

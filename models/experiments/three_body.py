@@ -72,6 +72,20 @@ ODE_MODELS = ("ode", "node")
 TRUTH_TOL = 1e-12
 POSITION_LABELS = tuple(f"{axis}{i}" for i in (1, 2, 3) for axis in "xyz")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Options that may change when an interrupted run is resumed (more epochs, another machine).
+_RESUME_IGNORE = (
+    "epochs",
+    "lstm_epochs",
+    "device",
+    "threads",
+    "progress",
+    "plots",
+    "resume",
+    "time_limit",
+    "runs_dir",
+    "run_name",
+    "physid_version",
+)
 
 PAPER_TABLE5: dict[str, tuple[float, float]] = {
     "lstm": (0.59, 0.12),
@@ -156,8 +170,10 @@ def _systems(seed: int | None, n_trajectories: int) -> list[tuple[ThreeBodyParam
 
 def default_data_path(seed: int | None, n_trajectories: int = 1) -> Path:
     """Where :func:`simulate` writes by default."""
-    name = "paper" if seed is None else f"seed{seed}" + (
-        f"-n{n_trajectories}" if n_trajectories > 1 else ""
+    name = (
+        "paper"
+        if seed is None
+        else f"seed{seed}" + (f"-n{n_trajectories}" if n_trajectories > 1 else "")
     )
     return Path("data") / f"three-body-{name}.npz"
 
@@ -208,9 +224,11 @@ def simulate(
             n_train=n_train,
             n_test=n_test,
             train_end=train_end,
-            state=[*(f"r{i}_{a}" for i in (1, 2, 3) for a in "xyz"),
-                   *(f"v{i}_{a}" for i in (1, 2, 3) for a in "xyz")],
-        ),  # fmt: skip
+            state=[
+                *(f"r{i}_{a}" for i in (1, 2, 3) for a in "xyz"),
+                *(f"v{i}_{a}" for i in (1, 2, 3) for a in "xyz"),
+            ],
+        ),
     )
     return ds.save(path)
 
@@ -231,8 +249,10 @@ def load_data(path: str | Path, trajectory: int = 0) -> ThreeBodyData:
     t_train, t_test = _grids(int(meta["n_train"]), int(meta["n_test"]), float(meta["train_end"]))
     t = ds.t if ds.t.ndim == 1 else ds.t[trajectory]
     i_train, i_test = np.searchsorted(t, t_train), np.searchsorted(t, t_test)
-    if i_train.max() >= len(t) or i_test.max() >= len(t) or not (
-        np.array_equal(t[i_train], t_train) and np.array_equal(t[i_test], t_test)
+    if (
+        i_train.max() >= len(t)
+        or i_test.max() >= len(t)
+        or not (np.array_equal(t[i_train], t_train) and np.array_equal(t[i_test], t_test))
     ):
         raise DataError(f"{path}: the time grid does not hold the training and test grids.")
     p = meta["params"][trajectory]
@@ -284,22 +304,25 @@ class FitConfig:
         model: ``ode`` (3 unknown masses), ``node``, ``lstm`` or ``lstm-aug``.
         method: gradient method of the ODE models (``naive``, ``adjoint``, ``seminorm``,
             ``aca``); ignored by LSTMs.
-        solver, rtol, atol, max_steps: the training solve. The default 1e-7 comes from
-            ``scripts/three_body_gradient_vs_tol.py``: at the paper's 1e-5 the mass gradient
-            of the loss is off by ~10% (sign errors near the optimum) and the solver alone
-            costs a test MSE of ~2e-4; at 1e-7 both are negligible for about twice the NFE.
+        solver, rtol, atol, max_steps: the training solve. The default 1e-7 (the paper used
+            1e-5) comes from ``scripts/three_body_gradient_vs_tol.py``: with a 0.1% error in one
+            mass, dopri5 at 1e-5 gets the loss wrong by a factor 4 (its own error dominates)
+            and the mass gradient by 175%; at 1e-7 by 0.3% and 1%, for about twice the NFE.
+            The solver alone then costs a test MSE of ~1e-8 (2e-4 at 1e-5).
         eval_rtol, eval_atol: tolerances of the test solve (``None``: the training ones).
         epochs, lr, betas, lr_decay: Adam for ``ode``/``node`` (the reference: 100, 0.1,
             (0.5, 0.5), 0.95 applied before every step).
         loss_weight_base: the loss weights the error at time t by ``base**t`` (0.01).
         lstm_epochs, lstm_lr, lstm_betas, lstm_lr_decay, lstm_hidden, lstm_window,
-            lstm_context: the LSTM baselines (5000 epochs, lr 0.01 x 0.999 per epoch, windows
-            of 20 points, rollout from the first 10).
+            lstm_context, lstm_dtype: the LSTM baselines (5000 epochs, lr 0.01 x 0.999 per
+            epoch, windows of 20 points, rollout from the first 10; float32, 2.4x faster than
+            float64 on the CPU, about 0.12 s per epoch).
         seed: model initialisation.
         system_seed: ``None``: the paper's system; an integer: a random unequal-mass system.
         data, trajectory: an existing data set (from ``physid simulate three-body``) and the
             system in it, instead of simulating.
-        device, dtype, threads: where and how to compute (``threads=None`` keeps torch's).
+        device, dtype, threads: where and how to compute (``dtype`` of the ODE models;
+            ``threads=None`` keeps torch's).
         runs_dir, run_name: the run directory is ``runs_dir/run_name`` (default
             ``three-body-{model}-{method}-{seed}``, ``three-body-{model}-{seed}`` for LSTMs).
         resume, progress, time_limit: see :func:`physid.training.train`.
@@ -326,6 +349,7 @@ class FitConfig:
     lstm_hidden: int = 64
     lstm_window: int = 20
     lstm_context: int = 10
+    lstm_dtype: str = "float32"
     seed: int = 0
     system_seed: int | None = None
     data: str | None = None
@@ -353,8 +377,11 @@ class FitConfig:
             raise ConfigError(
                 f"solver must be one of {', '.join(physid.SOLVER_NAMES)}, got {self.solver!r}."
             )
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}.")
+        for name in ("dtype", "lstm_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                raise ConfigError(
+                    f"{name} must be float32 or float64, got {getattr(self, name)!r}."
+                )
         positive = ("rtol", "atol", "lr", "lstm_lr", "loss_weight_base")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -399,8 +426,9 @@ class FitConfig:
 
 
 def build_model(config: FitConfig) -> nn.Module:
-    """A fresh model for ``config`` (seeded by ``config.seed``), in ``config.dtype`` on CPU."""
-    dtype = _DTYPES[config.dtype]
+    """A fresh model for ``config`` (seeded by ``config.seed``), on the CPU, in ``dtype``
+    (ODE models) or ``lstm_dtype`` (LSTMs)."""
+    dtype = _DTYPES[config.dtype if config.is_ode else config.lstm_dtype]
     torch.manual_seed(config.seed)
     if config.model == "ode":
         return KnownFormThreeBody(generator=torch.Generator().manual_seed(config.seed), dtype=dtype)
@@ -457,7 +485,7 @@ def fit(config: FitConfig | None = None) -> Path:
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
     device = resolve_device(config.device)
-    dtype = _DTYPES[config.dtype]
+    dtype = _DTYPES[config.dtype if config.is_ode else config.lstm_dtype]
     data = _data_for(config)
     model = build_model(config).to(device)
 
@@ -481,6 +509,7 @@ def fit(config: FitConfig | None = None) -> Path:
         scheduler=scheduler,
         select_metric="train_mse",
         resume=config.resume,
+        resume_ignore=_RESUME_IGNORE,
         progress=config.progress,
         description=f"three-body {config.name}",
         time_limit=config.time_limit,
@@ -775,7 +804,7 @@ def _animate(
     for a, (l, h) in zip(("x", "y", "z"), zip(lo - pad, hi + pad, strict=True), strict=True):
         getattr(ax, f"set_{a}lim")(l, h)
     lines_true, lines_pred, dots_true, dots_pred = [], [], [], []
-    for i, color in enumerate(_COLORS):
+    for color in _COLORS:
         lines_true.append(ax.plot([], [], [], color=color, lw=1.2)[0])
         dots_true.append(ax.plot([], [], [], "o", color=color, ms=7)[0])
         if pred is not None:
@@ -815,9 +844,7 @@ def _animate(
     return path
 
 
-def render(
-    run_dir: str | Path, out: str | Path, *, frames: int = 200, fps: int = 25
-) -> Path:
+def render(run_dir: str | Path, out: str | Path, *, frames: int = 200, fps: int = 25) -> Path:
     """An MP4 of a run: the truth and the model's prediction over [0, 2] in 3-D, with the
     training window marked on a time bar. Returns the path written."""
     run = Path(run_dir)
