@@ -665,7 +665,8 @@ def evaluate(
     """Test metrics and plots of a run (its best model); writes ``summary.json`` and ``plots/``.
 
     ``summary.json`` holds ``test_mse`` (on the test grid over [0, 2]), ``test_mse_interp``
-    ([0, 1]) and ``test_mse_extrap`` ((1, 2]), ``train_mse`` (best epoch, unweighted),
+    ([0, 1]) and ``test_mse_extrap`` ((1, 2]), ``train_mse`` (best epoch, unweighted; for
+    LSTMs the teacher-forced one-step error on the training windows),
     ``seconds`` (forward + backward + optimiser step, summed over epochs), ``wall_seconds``,
     ``nfe_forward`` / ``nfe_backward`` (training solves, summed) and the other solve counts,
     and for ``ode`` the learned ``masses``, ``true_masses`` and ``mass_rel_error``. Plots:

@@ -25,10 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physid.controllers.norms import RMSNorm
-from physid.gradients._loop import Count, Trace, integrate
-from physid.gradients.base import AbstractGradientMethod, Problem
-from physid.solvers.rk import GraphRKStepper, RKStepper
+from physid.gradients._loop import Count, Trace
+from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
+from physid.solvers.rk import GraphRKStepper
 
 __all__ = ["ACAMethod"]
 
@@ -36,28 +35,12 @@ __all__ = ["ACAMethod"]
 class _ACAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, problem: Problem, y0: Tensor, t: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
-        stepper = RKStepper(problem.tableau, y0, problem.time_dtype)
-        count = Count()
         trace = Trace()
-        outs, _ = integrate(
-            problem.func,
-            y0.reshape(-1),
-            t.tolist(),
-            stepper,
-            problem.make_controller(),
-            RMSNorm(),
-            problem.tol,
-            count,
-            trace,
-        )
-        st = problem.stats
-        st.nfe_forward += count.nfe
-        st.steps_accepted += count.accepted
-        st.steps_rejected += count.rejected
+        ys = forward_solve(problem, graph=False, trace=trace)
         ctx.problem = problem
         ctx.trace = trace
         ctx.save_for_backward(t, *params)
-        return torch.stack(outs, 0).view(len(outs), *y0.shape)
+        return ys
 
     @staticmethod
     def backward(ctx: Any, grad_ys: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]

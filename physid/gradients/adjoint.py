@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physid.controllers.norms import AbstractNorm, BlockNorm, RMSNorm, SemiNorm
+from physid.controllers.norms import AbstractNorm, BlockNorm, SemiNorm
 from physid.gradients._loop import Count, Tolerances, integrate
-from physid.gradients.base import AbstractGradientMethod, Problem
+from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
 from physid.solvers.rk import RKStepper
 
 __all__ = ["AdjointMethod", "ADJOINT", "SEMINORM"]
@@ -60,23 +60,7 @@ class _AdjointFunction(torch.autograd.Function):
         t: Tensor,
         *params: Tensor,
     ) -> Tensor:
-        stepper = RKStepper(problem.tableau, y0, problem.time_dtype)
-        count = Count()
-        outs, _ = integrate(
-            problem.func,
-            y0.reshape(-1),
-            t.tolist(),
-            stepper,
-            problem.make_controller(),
-            RMSNorm(),
-            problem.tol,
-            count,
-        )
-        st = problem.stats
-        st.nfe_forward += count.nfe
-        st.steps_accepted += count.accepted
-        st.steps_rejected += count.rejected
-        ys = torch.stack(outs, 0).view(len(outs), *y0.shape)
+        ys = forward_solve(problem, graph=False)
         ctx.problem = problem
         ctx.backward_norm = backward_norm
         ctx.save_for_backward(t, ys, *params)

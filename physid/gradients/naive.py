@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from physid.controllers.norms import RMSNorm
-from physid.gradients._loop import Count, integrate
-from physid.gradients.base import AbstractGradientMethod, Problem
-from physid.solvers.rk import GraphRKStepper
+from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
 
 __all__ = ["NaiveMethod"]
 
@@ -25,28 +22,4 @@ class NaiveMethod(AbstractGradientMethod):
     name = "naive"
 
     def solve(self, problem: Problem) -> Tensor:
-        y0 = problem.y0
-        stepper = GraphRKStepper(problem.tableau, y0, problem.time_dtype)
-        count = Count()
-        outs, _ = integrate(
-            problem.func,
-            y0.reshape(-1),
-            problem.t,
-            stepper,
-            problem.make_controller(),
-            RMSNorm(),
-            problem.tol,
-            count,
-        )
-        st = problem.stats
-        st.nfe_forward += count.nfe
-        st.steps_accepted += count.accepted
-        st.steps_rejected += count.rejected
-        return torch_stack_view(outs, y0)
-
-
-def torch_stack_view(outs: list[Tensor], y0: Tensor) -> Tensor:
-    """Stack flat outputs into ``(T, *y0.shape)``."""
-    import torch
-
-    return torch.stack(outs, 0).view(len(outs), *y0.shape)
+        return forward_solve(problem, graph=True)
