@@ -631,6 +631,184 @@ def bench_gradients(
     typer.echo(f"wrote {out / 'gradients.json'}, {out / 'gradients.md'} and plots")
 
 
+# --- sweep ---
+
+
+def _set_options(values: list[str] | None) -> dict[str, Any]:
+    from physid.sweep import parse_value
+
+    options: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE (e.g. epochs=2), got {item!r}.")
+        options[key.strip().replace("-", "_")] = parse_value(value.strip())
+    return options
+
+
+@sweep_app.command("run")
+def sweep_run(
+    grid_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="GRID.toml",
+            help="A grid file (TOML: grid axes and fixed options).",
+            show_default=False,
+        ),
+    ] = None,
+    systems: Annotated[
+        list[str] | None,
+        typer.Option("--system", "-s", help="three-body, acrobot, hopper (repeatable)."),
+    ] = None,
+    models: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Models (repeatable).")
+    ] = None,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="naive, adjoint, seminorm, aca (repeatable)."),
+    ] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seed", help="Seeds (repeatable).")] = None,
+    set_options: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A fixed option KEY=VALUE of every job (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: the grid's out, or sweeps/…)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", min=1, help="Jobs at a time (default: CPUs).")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="Run the jobs on this Ray cluster (auto, local, or ADDRESS)."
+        ),
+    ] = None,
+    cpus_per_job: Annotated[
+        float, typer.Option("--cpus-per-job", min=0.0, help="CPUs per Ray task.")
+    ] = 1.0,
+    gpus_per_job: Annotated[
+        float, typer.Option("--gpus-per-job", min=0.0, help="GPUs per Ray task.")
+    ] = 0.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the jobs and their state; run nothing.")
+    ] = False,
+    progress: ProgressOption = True,
+) -> None:
+    """Run a grid of fits (systems x models x methods x seeds) as independent jobs.
+
+    Done jobs are skipped; failed or interrupted ones run again and resume.
+    Writes OUT/runs/JOB/, OUT/sweep.json, OUT/aggregate.json|md, OUT/plots/.
+    Exit code 1 if a job failed.
+    """
+    from rich.console import Console
+
+    from physid import sweep
+
+    base = sweep.load_grid(grid_file) if grid_file is not None else None
+    grid = sweep.make_grid(
+        systems or [],
+        models=models or [],
+        methods=methods or [],
+        seeds=seeds or [],
+        options=_set_options(set_options),
+        base=base,
+    )
+    if out is None:
+        if grid.out is not None:
+            out = Path(grid.out)
+        else:
+            out = Path("sweeps") / (grid_file.stem if grid_file is not None else "sweep")
+    console = Console(width=max(Console().width, 120))
+    if dry_run:
+        for job in sweep.expand(grid, out):
+            status = sweep.read_status(job.run_dir) or {}
+            typer.echo(f"{job.name}\t{status.get('state', 'new')}\t{job.run_dir}")
+        return
+    try:
+        result = sweep.run_sweep(
+            grid,
+            out,
+            workers=workers,
+            ray_address=ray_address,
+            cpus_per_job=cpus_per_job,
+            gpus_per_job=gpus_per_job,
+            progress=progress,
+            console=console,
+        )
+    except KeyboardInterrupt:
+        raise PhysidError(
+            f"the sweep was interrupted; its running jobs are recorded as interrupted in "
+            f"{out / 'sweep.json'}: run the same command again to resume them."
+        ) from None
+    if result.failed:
+        first = result.outcomes[result.failed[0]]
+        raise PhysidError(
+            f"{len(result.failed)} of {len(result.jobs)} jobs did not finish (first: "
+            f"{result.failed[0]}: {first.get('error')}); see {result.out / 'sweep.json'}."
+        )
+
+
+@sweep_app.command("aggregate")
+def sweep_aggregate(
+    root: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="A sweep folder, or any folder of run directories.",
+            show_default=False,
+        ),
+    ],
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="Columns of the table (summary.json keys, repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write (default DIR).")
+    ] = None,
+) -> None:
+    """Mean ± std over seeds per grid cell of the runs' summary.json; markdown, JSON, plots."""
+    from physid import sweep
+
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder.")
+    result = sweep.aggregate(root, out=out, metrics=metrics or None)
+    typer.echo(sweep.format_aggregate(result))
+    typer.echo(f"wrote {(out or root) / 'aggregate.json'}, aggregate.md and plots/")
+
+
+@app.command("report")
+def report_cmd(
+    root: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="A folder of runs, sweeps and benchmark results.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The HTML file (default DIR/report.html).")
+    ] = None,
+    title: Annotated[str, typer.Option("--title", help="The page's title.")] = "physid report",
+    embed_run_plots: Annotated[
+        bool,
+        typer.Option(
+            "--embed-run-plots/--link-run-plots",
+            help="Embed every run's plots (bigger page) or link to them.",
+        ),
+    ] = False,
+) -> None:
+    """One static HTML page of every run, sweep, benchmark table and figure under DIR."""
+    from physid.report import build_report
+
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder.")
+    path = build_report(root, out, title=title, embed_run_plots=embed_run_plots)
+    typer.echo(str(path))
+
+
 def main() -> None:
     """The ``physid`` console script."""
     app()
