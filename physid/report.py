@@ -420,7 +420,8 @@ def _sweep_section(folder: Path, page: _Page) -> None:
     for p in sorted((folder / "plots").glob("*")) if (folder / "plots").is_dir() else []:
         if p.resolve() not in page.used_images and p.suffix.lower() in _IMAGE_TYPES:
             body.append(page.image(p))
-    page.add(f"sweep {page.rel(folder)}", "\n".join(body))
+    rel = page.rel(folder)
+    page.add(f"sweep {folder.name if rel == '.' else rel}", "\n".join(body))
 
 
 def _control_section(files: Sequence[Path], page: _Page) -> None:
@@ -592,4 +593,7 @@ def build_report(
         f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>\n{sections}</body></html>\n"
     )
     write_text_atomic(page_path, document)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(page_path, 0o644 & ~umask)  # a page to share, not a private temporary file
     return page_path

@@ -319,7 +319,8 @@ def make_grid(
     base: Grid | None = None,
 ) -> Grid:
     """A grid from options, or ``base`` (a grid file) with the given axes and options replacing
-    its own. Empty sequences keep ``base``'s axis (or the system's default)."""
+    its own (its per-system ones included). Empty sequences keep ``base``'s axis (or the
+    system's default)."""
     common: dict[str, tuple[Any, ...]] = dict(base.axes) if base else {}
     for name, values in (("model", models), ("method", methods), ("seed", seeds)):
         if values:
@@ -329,12 +330,24 @@ def make_grid(
     chosen = tuple(systems) or (base.systems if base else ())
     if not chosen:
         raise ConfigError("the grid names no system; give --system or a grid file.")
+    # What is given here wins over the grid file's per-system tables too.
+    given_axes = {n for n, v in (("model", models), ("method", methods), ("seed", seeds)) if v}
+    given_axes |= {_PLURAL.get(n, n) for n in (axes or {})}
+    given_options = set(options or {})
+    system_axes = {
+        s: {k: v for k, v in a.items() if k not in given_axes and k not in given_options}
+        for s, a in (base.system_axes if base else {}).items()
+    }
+    system_options = {
+        s: {k: v for k, v in o.items() if k not in given_options and k not in given_axes}
+        for s, o in (base.system_options if base else {}).items()
+    }
     return Grid(
         systems=chosen,
         axes=common,
-        system_axes=dict(base.system_axes) if base else {},
+        system_axes=system_axes,
         options={**(base.options if base else {}), **(options or {})},
-        system_options=dict(base.system_options) if base else {},
+        system_options=system_options,
         out=base.out if base else None,
     )
 
@@ -1029,12 +1042,16 @@ def run_sweep(
             for job in todo:
                 if job.name not in outcomes:
                     status = read_status(job.run_dir) or {}
-                    state = "interrupted" if status else "pending"
-                    outcomes[job.name] = {"state": state, "error": "the sweep was interrupted."}
+                    state = status.get("state")
+                    if state not in ("done", "failed", "interrupted"):
+                        state = "interrupted" if status else "pending"
+                    error = status.get("error") or "the sweep was interrupted."
+                    outcomes[job.name] = {"state": state, "error": error}
             with contextlib.suppress(Exception):
                 write_sweep("interrupted")
             raise
-    agg = aggregate(out_dir) if any(o["state"] == "done" for o in outcomes.values()) else None
+    done_runs = [Path(j.run_dir) for j in jobs if outcomes.get(j.name, {}).get("state") == "done"]
+    agg = aggregate(out_dir, runs=done_runs) if done_runs else None
     write_sweep("finished")
     result = SweepResult(out_dir, jobs, outcomes, agg, backend)
     if console is not None:
@@ -1138,6 +1155,7 @@ def aggregate(
     out: str | os.PathLike[str] | None = None,
     metrics: Sequence[str] | None = None,
     plots: bool = True,
+    runs: Sequence[str | os.PathLike[str]] | None = None,
 ) -> dict[str, Any]:
     """Mean ± std over seeds, per grid cell, of every number in the runs' ``summary.json``.
 
@@ -1152,6 +1170,7 @@ def aggregate(
         out: where to write (default ``root``).
         metrics: the columns of the markdown table (default: :data:`DISPLAY_METRICS` present).
         plots: write the plots.
+        runs: only these run directories (default: every one under ``root``).
 
     Returns:
         ``{"cells": [{"cell", "n", "seeds", "runs", "metrics": {key: {"mean", "std", ...}}}],
@@ -1164,7 +1183,8 @@ def aggregate(
     out_dir = Path(out) if out is not None else root_dir
     search = root_dir / "runs" if (root_dir / "runs").is_dir() else root_dir
     groups: dict[str, dict[str, Any]] = {}
-    for run in find_runs(search):
+    candidates = find_runs(search) if runs is None else [Path(r) for r in runs]
+    for run in candidates:
         status = read_status(run)
         if status is not None and status.get("state") != "done":
             continue

@@ -139,6 +139,12 @@ def test_grid_file(tmp_path):
     assert {j.cell["observed"] for j in hop} == {0.1, 0.5}
     assert all(j.config["method"] == "aca" and j.config["epochs"] == 3 for j in hop)
 
+    # Options given beside the file win over its tables, per-system ones included.
+    grid = sweep.make_grid([], methods=["naive"], options={"rtol": 1e-6}, base=grid)
+    jobs = sweep.expand(grid, tmp_path / "out")
+    assert {j.config["method"] for j in jobs} == {"naive"}
+    assert {j.config["rtol"] for j in jobs if j.system == "three-body"} == {1e-6}
+
     bad = tmp_path / "bad.toml"
     bad.write_text('[grid]\nsystems = ["three-body"]\nmethods = "aca"\n')
     with pytest.raises(ConfigError, match="'methods' must be a list of values"):
@@ -256,7 +262,7 @@ def test_an_interrupted_sweep_stops_its_jobs_and_resumes_them(tmp_path, tiny_dat
     grid = sweep.make_grid(
         ["three-body"], methods=["aca"], options=_options(tiny_data, epochs=10_000)
     )
-    timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
