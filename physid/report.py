@@ -593,7 +593,4 @@ def build_report(
         f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>\n{sections}</body></html>\n"
     )
     write_text_atomic(page_path, document)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(page_path, 0o644 & ~umask)  # a page to share, not a private temporary file
     return page_path
