@@ -27,7 +27,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import physid
-from physid.errors import MissingDependencyError
 
 __all__ = [
     "TensorMemory",
@@ -150,12 +149,6 @@ def torchdiffeq_candidates() -> list[Candidate]:
         Candidate("torchdiffeq odeint_adjoint", "torchdiffeq", adjoint, False),
         Candidate("torchdiffeq adjoint+seminorm", "torchdiffeq", seminorm, False),
     ]
-
-
-def require_torchdiffeq() -> None:
-    """Raise :class:`MissingDependencyError` when torchdiffeq is not installed."""
-    if not torchdiffeq_candidates():
-        raise MissingDependencyError("torchdiffeq is not installed: pip install 'physid[bench]'.")
 
 
 class _Counting(torch.nn.Module):

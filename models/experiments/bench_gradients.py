@@ -311,8 +311,9 @@ def run(
         if console is not None:
             console.print(table(name, res))
         save_json(out_dir / "gradients.json", _jsonable(results))
-    plot(results, out_dir)
-    return _jsonable(results)
+    data = _jsonable(results)
+    plot(data, out_dir)
+    return data
 
 
 def _tdq_version() -> str | None:
@@ -420,13 +421,17 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Figure 6 (toy error vs T), time per candidate, memory vs steps."""
+    """Figure 6 (toy error vs T), time per candidate, memory vs steps, and ``gradients.md``.
+
+    Args:
+        results: the results as :func:`run` returns them (JSON-ready).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = _jsonable(results)["problems"]
+    res = results["problems"]
     paths = []
     if "toy" in res:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -477,7 +482,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         paths.append(out_dir / "memory_vs_steps.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
-    (out_dir / "gradients.md").write_text(markdown(_jsonable(results)))
+    (out_dir / "gradients.md").write_text(markdown(results))
     return paths
 
 

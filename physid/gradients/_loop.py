@@ -127,8 +127,6 @@ def integrate(
     f0 = stepper.f(func, t, y)
     count.nfe += 1
     adaptive = controller.adaptive
-    if adaptive and stepper.b_err is None:
-        raise _fail(SolverStatus.NON_FINITE, tf, 0.0, tol, "no error estimate")  # pragma: no cover
     if not bool(torch.isfinite(f0).all()):
         raise _fail(SolverStatus.NON_FINITE, tf, 0.0, tol, "the initial derivative is not finite")
     controller.reset(stepper.tableau.error_order)

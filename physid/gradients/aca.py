@@ -76,8 +76,9 @@ class _ACAFunction(torch.autograd.Function):
         next_k1: Tensor | None = None
         a = torch.zeros_like(g[0])
         count = Count()
+        splits = [split(i) for i in range(len(trace.ts))]
         for i in range(len(trace.ts) - 1, -1, -1):
-            at_end, inner = split(i)
+            at_end, inner = splits[i]
             for k in at_end:
                 a = a + g[k]
             borrow = reuse_fsal and bool(inner) and next_k1 is not None
@@ -102,7 +103,7 @@ class _ACAFunction(torch.autograd.Function):
                     outputs.append(stepper.dense(y_i, h_i, ks_dense, theta))  # type: ignore[arg-type]
                     grads_out.append(g[idx])
                 if reuse_fsal and i > 0:
-                    _, inner_prev = split(i - 1)
+                    _, inner_prev = splits[i - 1]
                     if inner_prev:
                         w_last = stepper.dense_weights(np.array([th for _, th in inner_prev]))[
                             :, -1

@@ -25,6 +25,7 @@ interval).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 from physid.controllers.norms import AbstractNorm, BlockNorm, SemiNorm
-from physid.gradients._loop import Count, Tolerances, integrate
+from physid.gradients._loop import Count, integrate
 from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
 from physid.solvers.rk import RKStepper
 
@@ -105,13 +106,7 @@ class _AdjointFunction(torch.autograd.Function):
                     f_i = func(torch.as_tensor(tf[i], dtype=t.dtype), ys[i])
                     count.nfe += 1
                     grad_t[i] = (g[i] * f_i.reshape(-1)).sum()
-                tol_i = Tolerances(
-                    problem.tol.rtol,
-                    problem.tol.atol,
-                    problem.tol.max_steps,
-                    first_step,
-                    problem.tol.step_size,
-                )
+                tol_i = dataclasses.replace(problem.tol, first_step=first_step)
                 outs, h_next = integrate(
                     aug_f,
                     z,
