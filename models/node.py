@@ -8,13 +8,21 @@ parameters), scaled by K1.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from envs.three_body import K1, K2, STATE_DIM
 from physid.errors import ConfigError
 
-__all__ = ["AUG_DIM", "augmented_features", "AugmentedNODE"]
+__all__ = ["AUG_DIM", "augmented_features", "AugmentedNODE", "NODE_SCALINGS"]
+
+#: ``none``: the paper's network; ``inputs``: each block of 9 augmented inputs divided by its RMS
+#: over the training positions; ``inputs+outputs``: also the MLP's output multiplied by the RMS of
+#: the acceleration (over K1) estimated by finite differences of the training velocities. The
+#: scales are fixed buffers (saved with the model), not parameters: 5,509 parameters either way.
+NODE_SCALINGS = ("none", "inputs", "inputs+outputs")
 
 AUG_DIM = 45
 _PAIRS = ([0, 0, 1], [1, 2, 2])  # (1,2), (1,3), (2,3)
@@ -57,9 +65,44 @@ class AugmentedNODE(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(AUG_DIM, hidden, dtype=dtype), nn.Tanh(), nn.Linear(hidden, 9, dtype=dtype)
         )
+        self.register_buffer("input_scale", torch.ones(AUG_DIM, dtype=dtype))
+        self.register_buffer("output_scale", torch.ones((), dtype=dtype))
+
+    @torch.no_grad()
+    def set_scaling(self, scaling: str, t: torch.Tensor, y: torch.Tensor) -> None:
+        """Condition the network on training states ``y (T, 18)`` at times ``t (T,)``.
+
+        See :data:`NODE_SCALINGS`. The input scale of a block is 1 / RMS of that block of
+        :func:`augmented_features` over the trajectory; the output scale is the RMS of
+        ``dv/dt / K1`` by central differences. The paper's network is ``scaling="none"``.
+        """
+        if scaling not in NODE_SCALINGS:
+            raise ConfigError(
+                f"scaling must be one of {', '.join(NODE_SCALINGS)}, got {scaling!r}."
+            )
+        self.input_scale.fill_(1.0)
+        self.output_scale.fill_(1.0)
+        if scaling == "none":
+            return
+        feats = augmented_features(y[..., :9].to(self.input_scale))
+        rms = feats.reshape(-1, AUG_DIM // 9, 9).pow(2).mean(dim=(0, 2)).sqrt()
+        self.input_scale.copy_((1.0 / rms.clamp_min(1e-12)).repeat_interleave(9))
+        if scaling == "inputs+outputs":
+            v = y[..., 9:].to(self.input_scale)
+            tt = t.to(self.input_scale)
+            accel = (v[2:] - v[:-2]) / (tt[2:] - tt[:-2]).unsqueeze(-1) / K1
+            self.output_scale.fill_(float(accel.pow(2).mean().sqrt()))
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # Checkpoints written before the scales existed are the paper's network (scales 1).
+        for name in ("input_scale", "output_scale"):
+            if prefix + name not in state_dict:
+                state_dict[prefix + name] = torch.ones_like(getattr(self, name))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if y.shape[-1] != STATE_DIM:
             raise ConfigError(f"AugmentedNODE takes states (..., 18), got shape {y.shape}.")
-        accel = K1 * self.net(augmented_features(y[..., :9]))
+        feats = augmented_features(y[..., :9]) * self.input_scale
+        accel = (K1 * self.output_scale) * self.net(feats)
         return torch.cat([K2 * y[..., 9:], accel], dim=-1)

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from physid.errors import DataError
 
 __all__ = [
     "atomic_write",
+    "atomic_path",
     "write_bytes_atomic",
     "write_text_atomic",
     "save_json",
@@ -91,6 +93,29 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    _fsync_dir(dest.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` with the same name, for writers that take a file name
+    (video encoders); on success it is renamed over ``path``, on failure removed.
+
+    The temporary file lives in a private hidden directory next to ``path`` (same file system,
+    so the rename is atomic) and keeps the name, since such writers choose their format from
+    the suffix; the whole directory is removed afterwards, which also catches anything an
+    external encoder process writes late after a failure.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = tmp_dir / dest.name
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     _fsync_dir(dest.parent)
 
 

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from physid._io import save_json
-from physid.errors import ConfigError, MissingDependencyError, PhysicsError
+from physid.errors import ConfigError, PhysicsError
+from physid.render import write_video
 
 __all__ = [
     "AbstractDamping",
@@ -415,18 +416,5 @@ def _plot_states(
 
 
 def _write_video(path: Path, result: ClosedLoopResult, render_frame: Callable) -> None:
-    try:
-        import imageio.v2 as imageio
-    except ImportError as exc:  # pragma: no cover - imageio is a dependency
-        raise MissingDependencyError(
-            "writing MP4 needs imageio: pip install 'imageio[ffmpeg]'"
-        ) from exc
-    fps = max(1, int(round(1.0 / float(result.t[1] - result.t[0]))))
-    try:
-        with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
-            for state in result.states:
-                writer.append_data(render_frame(state))  # type: ignore[attr-defined]
-    except (ImportError, RuntimeError) as exc:
-        raise MissingDependencyError(
-            f"writing {path.name} needs ffmpeg: pip install 'imageio[ffmpeg]' ({exc})."
-        ) from exc
+    fps = max(1, round(1.0 / float(result.t[1] - result.t[0])))
+    write_video(path, (render_frame(state) for state in result.states), fps)

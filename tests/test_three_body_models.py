@@ -72,6 +72,50 @@ def test_augmented_node_kinematics_known_and_batched() -> None:
             torch.testing.assert_close(dy[i, j], model(torch.tensor(0.0), y[i, j]))
 
 
+def _trajectory() -> tuple[torch.Tensor, torch.Tensor]:
+    from envs.three_body import simulate
+
+    t = np.linspace(0.0, 1.0, 1000)
+    y = simulate(ThreeBodyParams(), default_initial_state(), t)
+    return torch.as_tensor(t), torch.as_tensor(y)
+
+
+def test_node_scaling_normalises_each_input_block_and_the_output() -> None:
+    t, y = _trajectory()
+    torch.manual_seed(0)
+    model = AugmentedNODE()
+    n_params = sum(p.numel() for p in model.parameters())
+    model.set_scaling("inputs+outputs", t, y)
+    assert sum(p.numel() for p in model.parameters()) == n_params == 5509  # buffers only
+    scaled = augmented_features(y[:, :9]) * model.input_scale
+    block_rms = scaled.reshape(-1, 5, 9).pow(2).mean(dim=(0, 2)).sqrt()
+    torch.testing.assert_close(block_rms, torch.ones(5, dtype=block_rms.dtype))
+    # The output scale is the RMS of dv/dt / K1 of the truth (central differences).
+    from envs.three_body import K1
+
+    accel = dynamics(0.0, y, ThreeBodyParams())[:, 9:] / K1
+    assert float(model.output_scale) == pytest.approx(float(accel.pow(2).mean().sqrt()), rel=0.02)
+    with pytest.raises(ConfigError, match="scaling must be one of"):
+        model.set_scaling("batchnorm", t, y)
+
+
+def test_node_scaling_none_is_the_papers_network_and_old_checkpoints_load() -> None:
+    t, y = _trajectory()
+    torch.manual_seed(0)
+    plain = AugmentedNODE()
+    torch.manual_seed(0)
+    reset = AugmentedNODE()
+    reset.set_scaling("inputs", t, y)
+    reset.set_scaling("none", t, y)
+    torch.testing.assert_close(reset(t[0], y[:5]), plain(t[0], y[:5]), rtol=0, atol=0)
+    # A state dict from before the scale buffers existed loads as the unscaled network.
+    old = {k: v for k, v in plain.state_dict().items() if not k.endswith("_scale")}
+    loaded = AugmentedNODE()
+    loaded.set_scaling("inputs+outputs", t, y)
+    loaded.load_state_dict(old)
+    torch.testing.assert_close(loaded(t[0], y[:5]), plain(t[0], y[:5]), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("aug", [False, True])
 def test_lstm_shapes_and_rollout(aug: bool) -> None:
     torch.manual_seed(0)

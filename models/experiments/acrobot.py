@@ -37,6 +37,7 @@ from physid._io import load_json, save_json
 from physid.controllers import AbstractController, IController
 from physid.data import TrajectoryDataset, load_dataset, make_metadata, split_indices, windows
 from physid.errors import ConfigError, DataError
+from physid.render import write_video
 from physid.training import load_model_state, train
 
 __all__ = [
@@ -627,8 +628,6 @@ def render(source: str | Path, out: str | Path, *, trajectory: int = 0) -> Path:
         out: the MP4 to write.
         trajectory: which (test) trajectory.
     """
-    import imageio.v2 as imageio
-
     src = Path(source)
     if src.is_dir():
         model, config, raw = load_run(src)
@@ -656,12 +655,7 @@ def render(source: str | Path, out: str | Path, *, trajectory: int = 0) -> Path:
         if not 0 <= trajectory < ds.n_trajectories:
             raise ConfigError(f"trajectory must be in [0, {ds.n_trajectories}).")
         frames = [sim.render_frame(s) for s in ds.y[trajectory]]
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=int(round(1 / sim.CONTROL_PERIOD)), macro_block_size=1) as w:
-        for frame in frames:
-            w.append_data(frame)
-    return path
+    return write_video(out, frames, round(1 / sim.CONTROL_PERIOD))
 
 
 def render_dataset(dataset: str | Path, out: str | Path, *, trajectory: int = 0) -> Path:

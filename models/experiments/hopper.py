@@ -36,6 +36,7 @@ from models.latent_ode import PRESET_SIZES, LatentODE, LatentODEConfig, kl_coeff
 from physid._io import load_json, save_json
 from physid.data import TrajectoryDataset, load_dataset, subsample_mask
 from physid.errors import ConfigError, DataError
+from physid.render import write_video
 
 __all__ = [
     "SYSTEM",
@@ -616,20 +617,6 @@ def _reconstruct_raw(
     return truth, pred
 
 
-def _write_video(frames: np.ndarray, out: str | Path, fps: int) -> Path:
-    import imageio.v2 as imageio
-
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=8)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def render(
     run_dir: str | Path,
     out: str | Path,
@@ -653,7 +640,7 @@ def render(
     truth, pred = _reconstruct_raw(cfg, model, data, mask, index)
     left = H.render_states(truth[:, :7], width=width, height=height)
     right = H.render_states(pred[:, :7], width=width, height=height, rgba=(0.3, 0.5, 0.8, 1.0))
-    return _write_video(np.concatenate([left, right], axis=2), out, fps)
+    return write_video(out, np.concatenate([left, right], axis=2), fps, macro_block_size=8)
 
 
 def render_dataset(
@@ -672,7 +659,7 @@ def render_dataset(
     if not 0 <= index < ds.n_trajectories:
         raise ConfigError(f"trajectory {index} does not exist (0..{ds.n_trajectories - 1}).")
     frames = H.render_states(ds.y[index], width=width, height=height)
-    return _write_video(frames, out, fps)
+    return write_video(out, frames, fps, macro_block_size=8)
 
 
 def config_from_json(text: str | Mapping[str, Any]) -> FitConfig:
