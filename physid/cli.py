@@ -323,6 +323,13 @@ def fit_three_body(
     loss_weight_base: Annotated[
         float, typer.Option("--loss-weight-base", help="The loss weights time t by BASE**t.")
     ] = 0.01,
+    node_scaling: Annotated[
+        str,
+        typer.Option(
+            "--node-scaling",
+            help="NODE conditioning: none (the paper), inputs, inputs+outputs.",
+        ),
+    ] = "none",
     lstm_epochs: Annotated[
         int, typer.Option("--lstm-epochs", min=0, help="Epochs (lstm, lstm-aug).")
     ] = 5000,
@@ -373,6 +380,7 @@ def fit_three_body(
         betas=betas,
         lr_decay=lr_decay,
         loss_weight_base=loss_weight_base,
+        node_scaling=node_scaling,
         lstm_epochs=lstm_epochs,
         lstm_lr=lstm_lr,
         lstm_lr_decay=lstm_lr_decay,

@@ -54,6 +54,15 @@ def _fmt(pair: tuple[float, float], scale: float) -> str:
     return f"{mean / scale:.3f} ± {std / scale:.3f}"
 
 
+def _control(run: Path) -> dict[str, Any]:
+    """Swing-up with the run's learned model (``run/control/control.json``, reused if it is
+    newer than the model)."""
+    record_path = run / "control" / "control.json"
+    if record_path.exists() and record_path.stat().st_mtime >= (run / "model.pt").stat().st_mtime:
+        return load_json(record_path)
+    return acrobot.control(run, video=False)
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {"runs_dir": str(args.runs_dir), "progress": args.progress}
     names = (
@@ -81,6 +90,15 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             run = acrobot.fit(config)
             summary = load_json(run / "summary.json")
             summary["run_dir"] = str(run)
+            if args.control:
+                record = _control(run)
+                summary["control_success"] = bool(record["success"])
+                summary["control_tip"] = float(record["final_measure"])
+                print(
+                    f"[reproduce_seminorm] control {method} seed {seed}: "
+                    f"success {record['success']}, tip {record['final_measure']:.4f}",
+                    flush=True,
+                )
             runs[method].append(summary)
     table: dict[str, Any] = {}
     for method, summaries in runs.items():
@@ -96,6 +114,12 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 [s["backward_steps_accepted_total"] / max(s["batches_total"], 1) for s in summaries]
             ),
             "seeds": [s["seed"] for s in summaries],
+            "control_successes": (
+                sum(bool(s["control_success"]) for s in summaries)
+                if summaries and all("control_success" in s for s in summaries)
+                else None
+            ),
+            "control_tips": [s.get("control_tip") for s in summaries],
             "n_parameters": summaries[0]["n_parameters"] if summaries else None,
             "runs": [s["run_dir"] for s in summaries],
         }
@@ -114,6 +138,12 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _successes(row: dict[str, Any]) -> str:
+    if row.get("control_successes") is None:
+        return "—"
+    return f"{row['control_successes']}/{len(row['seeds'])}"
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# Symplectic ODE-Net on the fully-actuated acrobot: default norm vs seminorm",
@@ -122,8 +152,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "backward NFE summed over training ×1e4.",
         "",
         "| method | test loss | bwd NFE | fwd NFE | bwd steps / batch | bwd rejected steps "
-        "| paper test loss | paper bwd NFE |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| swing-up successes | paper test loss | paper bwd NFE |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method, row in report["results"].items():
         paper = PAPER.get(method, {})
@@ -131,6 +161,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"| {method} | {_fmt(row['test_loss'], 1e-4)} | {_fmt(row['backward_nfe'], 1e4)} | "
             f"{_fmt(row['forward_nfe'], 1e4)} | {_fmt(row['backward_steps_per_batch'], 1)} | "
             f"{_fmt(row['backward_steps_rejected'], 1)} | "
+            f"{_successes(row)} | "
             f"{_fmt(paper['test_loss'], 1e-4) if paper else '—'} | "
             f"{_fmt(paper['backward_nfe'], 1e4) if paper else '—'} |"
         )
@@ -193,6 +224,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--paper", action="store_true", help="the paper's setting (slow on CPU)")
     parser.add_argument("--tiny", action="store_true", help="2 epochs of 2 batches: a smoke test")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also swing the true acrobot up with every fitted model (tip >= 1.9, |dq| < 0.1)",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--n-per-control", type=int)
     parser.add_argument("--max-batches", type=int)
