@@ -49,6 +49,11 @@ def _epoch_fn(x, y, model, opt, *, interrupt_at: int | None = None, nan_at=()):
     return fn
 
 
+def _train(model, fn, opt, run_dir: Path, **kwargs):
+    """``train`` quietly (no progress bar, no plot) with the test's optimiser and folder."""
+    return train(model, fn, optimizer=opt, run_dir=run_dir, progress=False, plot=False, **kwargs)
+
+
 def test_loss_decreases_and_files_written(tmp_path: Path) -> None:
     x, y, model, opt = _problem()
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.95)
@@ -86,16 +91,7 @@ def test_best_checkpoint_is_min_of_select_metric(tmp_path: Path) -> None:
                 p.add_(1.0)  # every epoch gives a different model
         return {"loss": 1.0, "score": next(values)}
 
-    res = train(
-        model,
-        fn,
-        optimizer=opt,
-        epochs=5,
-        run_dir=tmp_path,
-        select_metric="score",
-        progress=False,
-        plot=False,
-    )
+    res = _train(model, fn, opt, tmp_path, epochs=5, select_metric="score")
     assert res.best_epoch == 3 and res.best_metric == 1.0
     ckpt = load_checkpoint(tmp_path)
     assert ckpt["best"]["epoch"] == 3 and ckpt["last"]["epoch"] == 4
@@ -160,50 +156,13 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
 def test_resume_refuses_changed_options(tmp_path: Path) -> None:
     x, y, model, opt = _problem()
     fn = _epoch_fn(x, y, model, opt)
-    train(
-        model,
-        fn,
-        optimizer=opt,
-        epochs=2,
-        run_dir=tmp_path,
-        config={"lr": 0.05},
-        progress=False,
-        plot=False,
-    )
+    _train(model, fn, opt, tmp_path, epochs=2, config={"lr": 0.05})
     with pytest.raises(ConfigError, match="different options \\(lr\\)"):
-        train(
-            model,
-            fn,
-            optimizer=opt,
-            epochs=3,
-            run_dir=tmp_path,
-            config={"lr": 0.1},
-            progress=False,
-            plot=False,
-        )
+        _train(model, fn, opt, tmp_path, epochs=3, config={"lr": 0.1})
     # more epochs is fine, and resume=False starts over
-    res = train(
-        model,
-        fn,
-        optimizer=opt,
-        epochs=3,
-        run_dir=tmp_path,
-        config={"lr": 0.05},
-        progress=False,
-        plot=False,
-    )
+    res = _train(model, fn, opt, tmp_path, epochs=3, config={"lr": 0.05})
     assert res.resumed_from == 2 and res.epochs_completed == 3
-    res = train(
-        model,
-        fn,
-        optimizer=opt,
-        epochs=1,
-        run_dir=tmp_path,
-        config={"lr": 0.1},
-        resume=False,
-        progress=False,
-        plot=False,
-    )
+    res = _train(model, fn, opt, tmp_path, epochs=1, config={"lr": 0.1}, resume=False)
     assert res.resumed_from == 0 and len(res.history) == 1
 
 
@@ -230,16 +189,7 @@ def test_nan_guard_gives_up(tmp_path: Path) -> None:
     x, y, model, opt = _problem()
     fn = _epoch_fn(x, y, model, opt, nan_at={1})
     with pytest.raises(TrainingError, match="epoch 1: loss is not finite after 2 retries"):
-        train(
-            model,
-            fn,
-            optimizer=opt,
-            epochs=3,
-            run_dir=tmp_path,
-            nan_retries=2,
-            progress=False,
-            plot=False,
-        )
+        _train(model, fn, opt, tmp_path, epochs=3, nan_retries=2)
     # the last good epoch is on disk and resumable
     assert load_checkpoint(tmp_path)["last"]["epoch"] == 0
 
@@ -253,30 +203,13 @@ def test_nan_guard_catches_non_finite_solver_error(tmp_path: Path) -> None:
         return _epoch_fn(x, y, model, opt)(epoch)
 
     with pytest.raises(TrainingError, match="non-finite state"):
-        train(
-            model,
-            fn,
-            optimizer=opt,
-            epochs=3,
-            run_dir=tmp_path,
-            nan_retries=1,
-            progress=False,
-            plot=False,
-        )
+        _train(model, fn, opt, tmp_path, epochs=3, nan_retries=1)
 
 
 def test_missing_select_metric(tmp_path: Path) -> None:
     x, y, model, opt = _problem()
     with pytest.raises(TrainingError, match="returned no 'loss'"):
-        train(
-            model,
-            lambda e: {"mse": 1.0},
-            optimizer=opt,
-            epochs=1,
-            run_dir=tmp_path,
-            progress=False,
-            plot=False,
-        )
+        _train(model, lambda e: {"mse": 1.0}, opt, tmp_path, epochs=1)
 
 
 def test_progress_bar_with_captured_streams(tmp_path: Path, capsys) -> None:
