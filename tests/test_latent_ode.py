@@ -198,6 +198,21 @@ def test_two_epoch_fit_records_nfe(tmp_path, hopper_data, method: str) -> None:
     assert mask.shape == (2, 100) and (mask.sum(axis=1) == 20).all()
 
 
+def test_paper_preset_runs_unchanged(tmp_path, hopper_data) -> None:
+    """The paper's sizes (the GPU setting) run through the same code; one short epoch here."""
+    from models.experiments import hopper
+    from models.latent_ode import PRESET_SIZES
+
+    run = hopper.fit(_tiny_config(tmp_path, hopper_data, preset="paper", epochs=1))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["preset"] == "paper" and math.isfinite(summary["test_mse"])
+    _, model, *_ = hopper._load_run(run)
+    assert model.cfg == PRESET_SIZES["paper"]
+    assert sum(p.numel() for p in model.parameters()) > 10 * sum(
+        p.numel() for p in hopper.build_model(_tiny_config(tmp_path, hopper_data)).parameters()
+    )
+
+
 def test_same_seed_same_fit(tmp_path, hopper_data) -> None:
     from models.experiments import hopper
 
