@@ -177,8 +177,14 @@ def _params_finite(model: nn.Module) -> bool:
 
 
 def _compare_configs(
-    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Collection[str]
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    ignore: Collection[str],
+    added: Mapping[str, Any] | None = None,
 ) -> list[str]:
+    """Keys whose values differ; an option in ``added`` that ``old`` predates counts as its
+    value there (runs made before the option existed behaved as that value)."""
+    old = {**(added or {}), **old}
     keys = (set(old) | set(new)) - set(ignore)
     return sorted(k for k in keys if old.get(k) != new.get(k))
 
@@ -235,6 +241,7 @@ def train(
     select_mode: Literal["min", "max"] = "min",
     resume: bool = True,
     resume_ignore: Collection[str] = _RESUME_IGNORE_DEFAULT,
+    resume_added: Mapping[str, Any] | None = None,
     progress: bool = True,
     description: str = "fit",
     nan_retries: int = 3,
@@ -265,6 +272,8 @@ def train(
         resume: continue from ``run_dir/model.pt`` when it exists; ``False`` starts afresh
             (and overwrites the run's files).
         resume_ignore: config keys allowed to change on resume.
+        resume_added: options added to the config after some runs were made, with the value
+            those older runs behaved as (a run without the key resumes if the value matches).
         progress: draw a progress bar (only on a terminal).
         description: the progress bar's label.
         nan_retries: consecutive non-finite epochs retried before giving up.
@@ -323,7 +332,7 @@ def train(
         if config_path.exists():
             old_cfg = load_json(config_path)
             if isinstance(old_cfg, dict):
-                changed = _compare_configs(old_cfg, cfg, resume_ignore)
+                changed = _compare_configs(old_cfg, cfg, resume_ignore, resume_added)
                 if changed:
                     raise ConfigError(
                         f"{run} was made with different options ({', '.join(changed)}); "

@@ -166,6 +166,35 @@ def test_resume_refuses_changed_options(tmp_path: Path) -> None:
     assert res.resumed_from == 0 and len(res.history) == 1
 
 
+def test_resume_accepts_an_option_added_later_at_its_old_behaviour(tmp_path: Path) -> None:
+    x, y, model, opt = _problem()
+    fn = _epoch_fn(x, y, model, opt)
+    _train(model, fn, opt, tmp_path, epochs=2, config={"lr": 0.05})  # before "scaling" existed
+    added = {"scaling": "none"}
+    with pytest.raises(ConfigError, match="different options \\(scaling\\)"):
+        _train(
+            model,
+            fn,
+            opt,
+            tmp_path,
+            epochs=3,
+            config={"lr": 0.05, "scaling": "inputs"},
+            resume_added=added,
+        )
+    with pytest.raises(ConfigError, match="different options \\(scaling\\)"):
+        _train(model, fn, opt, tmp_path, epochs=3, config={"lr": 0.05, "scaling": "none"})
+    res = _train(
+        model,
+        fn,
+        opt,
+        tmp_path,
+        epochs=3,
+        config={"lr": 0.05, "scaling": "none"},
+        resume_added=added,
+    )
+    assert res.resumed_from == 2 and res.epochs_completed == 3
+
+
 def test_nan_guard_recovers(tmp_path: Path) -> None:
     x, y, model, opt = _problem()
     fn = _epoch_fn(x, y, model, opt)

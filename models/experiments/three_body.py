@@ -528,6 +528,7 @@ def fit(config: FitConfig | None = None) -> Path:
         select_metric="train_mse",
         resume=config.resume,
         resume_ignore=_RESUME_IGNORE,
+        resume_added={"node_scaling": "none"},
         progress=config.progress,
         description=f"three-body {config.name}",
         time_limit=config.time_limit,
