@@ -259,9 +259,17 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
             np.mean([r["nfe_backward_per_batch"] for r in sel if r["tol"] == tol]) for tol in tols
         ]
         err = [np.median([r["grad_rel_error"] for r in sel if r["tol"] == tol]) for tol in tols]
-        style = "--" if method.startswith("torchdiffeq") else "-"
-        axes[0].loglog(tols, nfe, style, marker="o", label=method)
-        axes[1].loglog(tols, err, style, marker="o", label=method)
+        # the default norm wide and pale underneath, so that a seminorm on top of it shows
+        wide = method.endswith("adjoint")
+        style = {
+            "ls": "--" if method.startswith("torchdiffeq") else "-",
+            "lw": 5 if wide else 1.5,
+            "alpha": 0.45 if wide else 1.0,
+            "marker": "o" if wide else ".",
+            "label": method,
+        }
+        axes[0].loglog(tols, nfe, **style)
+        axes[1].loglog(tols, err, **style)
     axes[0].set(xlabel="rtol = atol", ylabel="backward NFE per batch", title="backward cost")
     axes[1].set(xlabel="rtol = atol", ylabel="gradient rel. error", title="vs aca at 1e-10")
     for ax in axes:
