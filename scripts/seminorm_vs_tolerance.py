@@ -40,10 +40,6 @@ from models.experiments import acrobot  # noqa: E402
 from models.symoden import build_symoden  # noqa: E402
 from physid._io import save_json, write_text_atomic  # noqa: E402
 
-#: The training loss is a mean-reduced MSE; ``--loss-scale`` multiplies it (and so a_theta),
-#: to find the scale at which the parameter channels start to limit the backward steps.
-LOSS_SCALE = 1.0
-
 
 class _Counted(nn.Module):
     """Counts evaluations of the wrapped field (torchdiffeq reports no NFE)."""
@@ -68,12 +64,17 @@ def _flat_grad(model: nn.Module) -> torch.Tensor:
 
 
 def _physid_case(
-    model: nn.Module, xb: torch.Tensor, t: torch.Tensor, method: str, tol: float
+    model: nn.Module,
+    xb: torch.Tensor,
+    t: torch.Tensor,
+    method: str,
+    tol: float,
+    loss_scale: float,
 ) -> dict[str, Any]:
     stats = physid.SolveStats()
     model.zero_grad(set_to_none=True)
     pred = physid.odeint(model, xb[:, 0], t, method=method, rtol=tol, atol=tol, stats=stats)
-    (LOSS_SCALE * ((pred.transpose(0, 1) - xb) ** 2).mean()).backward()
+    (loss_scale * acrobot.window_loss(pred, xb)).backward()
     return {
         "nfe_backward": stats.nfe_backward,
         "steps_backward": stats.backward_steps_accepted + stats.backward_steps_rejected,
@@ -83,7 +84,12 @@ def _physid_case(
 
 
 def _torchdiffeq_case(
-    model: nn.Module, xb: torch.Tensor, t: torch.Tensor, norm: str | None, tol: float
+    model: nn.Module,
+    xb: torch.Tensor,
+    t: torch.Tensor,
+    norm: str | None,
+    tol: float,
+    loss_scale: float,
 ) -> dict[str, Any]:
     import torchdiffeq
 
@@ -101,7 +107,7 @@ def _torchdiffeq_case(
         adjoint_options=options,
     )
     forward = counted.calls
-    (LOSS_SCALE * ((pred.transpose(0, 1) - xb) ** 2).mean()).backward()
+    (loss_scale * acrobot.window_loss(pred, xb)).backward()
     return {
         "nfe_backward": counted.calls - forward,
         "steps_backward": None,
@@ -111,12 +117,13 @@ def _torchdiffeq_case(
 
 
 def _case(
-    name: str, model: nn.Module, xb: torch.Tensor, t: torch.Tensor, tol: float
+    name: str, model: nn.Module, xb: torch.Tensor, t: torch.Tensor, tol: float, loss_scale: float
 ) -> dict[str, Any]:
     family, method = name.split()
     if family == "physid":
-        return _physid_case(model, xb, t, method, tol)
-    return _torchdiffeq_case(model, xb, t, "seminorm" if method == "seminorm" else None, tol)
+        return _physid_case(model, xb, t, method, tol, loss_scale)
+    norm = "seminorm" if method == "seminorm" else None
+    return _torchdiffeq_case(model, xb, t, norm, tol, loss_scale)
 
 
 def measure(
@@ -125,13 +132,15 @@ def measure(
     n_batches: int,
     batch_size: int,
     fresh: str | None = None,
+    loss_scale: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Rows per run x tolerance x method; ``fresh`` replaces each run's fitted model by a freshly
-    initialised one of that preset (the run then only supplies the data)."""
+    initialised one of that preset (the run then only supplies the data). The loss is the
+    training's window MSE times ``loss_scale`` (which scales a_theta with it)."""
     try:
         import torchdiffeq  # noqa: F401
 
-        peers = [("torchdiffeq adjoint", None), ("torchdiffeq seminorm", "seminorm")]
+        peers = ["torchdiffeq adjoint", "torchdiffeq seminorm"]
     except ImportError:
         print("torchdiffeq not installed: its rows are skipped (pip install -e '.[bench]').")
         peers = []
@@ -154,14 +163,14 @@ def measure(
             splits.train[torch.randperm(len(splits.train), generator=gen)[:batch_size]]
             for _b in range(n_batches)
         ]
-        refs = [_physid_case(model, xb, t, "aca", 1e-10)["grad"] for xb in batches]
-        names = ["physid adjoint", "physid seminorm", "physid aca"] + [n for n, _ in peers]
+        refs = [_physid_case(model, xb, t, "aca", 1e-10, loss_scale)["grad"] for xb in batches]
+        names = ["physid adjoint", "physid seminorm", "physid aca", *peers]
         for tol in tolerances:
             for name in names:
                 nfe, steps, rej, errs, secs = [], [], [], [], 0.0
                 for xb, ref in zip(batches, refs, strict=True):
                     t0 = time.perf_counter()
-                    out = _case(name, model, xb, t, tol)
+                    out = _case(name, model, xb, t, tol, loss_scale)
                     secs += time.perf_counter() - t0
                     nfe.append(out["nfe_backward"])
                     steps.append(out["steps_backward"])
@@ -304,9 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_results/seminorm_vs_tol"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    global LOSS_SCALE
-    LOSS_SCALE = args.loss_scale
-    rows = measure(args.runs, args.tolerances, args.batches, args.batch_size, args.fresh)
+    rows = measure(
+        args.runs, args.tolerances, args.batches, args.batch_size, args.fresh, args.loss_scale
+    )
     savings = _savings(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python scripts/seminorm_vs_tolerance.py " + " ".join(

@@ -48,6 +48,7 @@ __all__ = [
     "AcrobotSplits",
     "load_splits",
     "FitConfig",
+    "window_loss",
     "fit",
     "load_run",
     "evaluate",
@@ -362,7 +363,7 @@ def _dataset_for(config: FitConfig) -> Path:
     return path
 
 
-def _window_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def window_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MSE over the window: ``pred (window, B, 8)`` from odeint, ``target (B, window, 8)``."""
     return ((pred.transpose(0, 1) - target) ** 2).mean()
 
@@ -401,7 +402,7 @@ def _mean_loss(
     with torch.no_grad():
         for start in range(0, len(data), chunk):
             xb = data[start : start + chunk]
-            total += float(_window_loss(_predict(model, xb[:, 0], t, config), xb)) * len(xb)
+            total += float(window_loss(_predict(model, xb[:, 0], t, config), xb)) * len(xb)
     return total / max(len(data), 1)
 
 
@@ -458,7 +459,7 @@ def _fit(config: FitConfig) -> Path:
         for idx in batches:
             xb = splits.train[idx]
             pred = _predict(traced, xb[:, 0], t, config, stats, make_controller)
-            loss = _window_loss(pred, xb)
+            loss = window_loss(pred, xb)
             optimizer.zero_grad(set_to_none=True)
             traced.recording = config.trace_backward
             try:
