@@ -4,6 +4,11 @@ Zhuang et al. 2020, Section 4.4 / Eq. 33-34: the kinematics dr/dt = K2 v are kno
 acceleration is a small MLP of the positions, their pairwise differences and the differences
 divided by the first three powers of the distance (45 inputs -> 100 tanh -> 9, 5,509
 parameters), scaled by K1.
+
+:class:`PairwiseNODE` (physid's ``node-pair``, not in the paper) keeps the paper's augmented
+direction features but adds the structure of interacting point masses: the acceleration of a
+body is a sum of central pair forces, each a learned function of the pair's distance and of
+which bodies they are.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from torch import nn
 from envs.three_body import K1, K2, STATE_DIM
 from physid.errors import ConfigError
 
-__all__ = ["AUG_DIM", "augmented_features", "AugmentedNODE", "NODE_SCALINGS"]
+__all__ = ["AUG_DIM", "augmented_features", "AugmentedNODE", "NODE_SCALINGS", "PairwiseNODE"]
 
 #: ``none``: the paper's network; ``inputs``: each block of 9 augmented inputs divided by its RMS
 #: over the training positions; ``inputs+outputs``: also the MLP's output multiplied by the RMS of
@@ -106,3 +111,59 @@ class AugmentedNODE(nn.Module):
         feats = augmented_features(y[..., :9]) * self.input_scale
         accel = (K1 * self.output_scale) * self.net(feats)
         return torch.cat([K2 * y[..., 9:], accel], dim=-1)
+
+
+class PairwiseNODE(nn.Module):
+    """dr/dt = K2 v; dv_i/dt = K1 * sum_{j != i} sum_k c_k(|d_ij|, i, j) d_ij / |d_ij|^k.
+
+    ``d_ij = r_j - r_i`` and ``k = 1, 2, 3``: the paper's augmented direction features, one
+    pair at a time. The coefficients ``c`` come from one MLP shared by the six ordered pairs;
+    its inputs are ``|d_ij|``, ``1/|d_ij|`` and one-hot codes of ``i`` and ``j`` (8 inputs ->
+    ``hidden`` tanh -> 3; 1,203 parameters at ``hidden=100``). What it knows: forces between
+    pairs superpose and are central (along ``d_ij``), so the field is translation and rotation
+    equivariant; what it learns: how each pair's force depends on distance (Newton's law is
+    ``c = (0, 0, m_j)``, which nothing in the model singles out).
+
+    The output layer starts at zero (free flight), so the first solves are benign; with the
+    default initialisation the random force law sends the bodies apart and training can
+    settle in a local minimum.
+
+    Args:
+        hidden: width of the hidden tanh layer.
+        dtype: parameter dtype.
+    """
+
+    def __init__(self, hidden: int = 100, *, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(8, hidden, dtype=dtype), nn.Tanh(), nn.Linear(hidden, 3, dtype=dtype)
+        )
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+        i, j = zip(*[(i, j) for i in range(3) for j in range(3) if i != j], strict=True)
+        eye = torch.eye(3, dtype=dtype)
+        self.register_buffer("i", torch.tensor(i), persistent=False)
+        self.register_buffer("j", torch.tensor(j), persistent=False)
+        self.register_buffer(
+            "pair_codes", torch.cat([eye[list(i)], eye[list(j)]], -1), persistent=False
+        )
+
+    def coefficients(self, distance: torch.Tensor) -> torch.Tensor:
+        """``c_k`` of the six ordered pairs at distances ``(..., 6, 1)``: ``(..., 6, 3)``.
+
+        Pairs in the order (1,2), (1,3), (2,1), (2,3), (3,1), (3,2) (force on the first).
+        """
+        codes = self.pair_codes.expand(*distance.shape[:-1], 6)
+        return self.net(torch.cat([distance, 1.0 / distance, codes], dim=-1))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if y.shape[-1] != STATE_DIM:
+            raise ConfigError(f"PairwiseNODE takes states (..., 18), got shape {y.shape}.")
+        r = y[..., :9].reshape(*y.shape[:-1], 3, 3)
+        d = r[..., self.j, :] - r[..., self.i, :]  # (..., 6, 3)
+        dist = torch.linalg.vector_norm(d, dim=-1, keepdim=True)
+        c = self.coefficients(dist)
+        unit = d / dist
+        force = (c[..., 0:1] + c[..., 1:2] / dist + c[..., 2:3] / dist**2) * unit
+        accel = torch.zeros_like(r).index_add_(-2, self.i, force)
+        return torch.cat([K2 * y[..., 9:], K1 * accel.flatten(-2)], dim=-1)

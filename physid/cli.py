@@ -304,7 +304,12 @@ def simulate_three_body(
 @fit_app.command("three-body")
 def fit_three_body(
     model: Annotated[
-        str, typer.Option("--model", help="ode (unknown masses), node, lstm or lstm-aug.")
+        str,
+        typer.Option(
+            "--model",
+            help="ode (unknown masses), node (the paper's), node-pair (learned pair forces), "
+            "lstm or lstm-aug.",
+        ),
     ] = "ode",
     method: Annotated[
         str, typer.Option("--method", help="Gradient method: naive, adjoint, seminorm or aca.")
@@ -313,7 +318,10 @@ def fit_three_body(
     rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance (training).")] = 1e-7,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance (training).")] = 1e-7,
     epochs: Annotated[int, typer.Option("--epochs", min=0, help="Epochs (ode, node).")] = 100,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (ode, node).")] = 0.1,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Adam learning rate (default 0.1; node-pair 0.01)."),
+    ] = None,
     betas: Annotated[
         tuple[float, float], typer.Option("--betas", help="Adam betas (ode, node).")
     ] = (0.5, 0.5),

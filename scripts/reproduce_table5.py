@@ -2,6 +2,7 @@
 
 Rows: LSTM and LSTM-aug, and NODE and ODE with each gradient method (naive, adjoint,
 seminorm, aca), each fitted with several seeds through ``models.experiments.three_body.fit``.
+Rows ``node-pair-*`` (physid's pairwise NODE, not in the paper) are run when asked for.
 Writes ``table5.md`` (markdown, the paper's numbers beside), ``table5.json`` and ``table5.png``
 into ``--out``; runs go to ``--runs-dir`` and resume if interrupted (a finished run is only
 re-evaluated).
@@ -31,10 +32,19 @@ ROWS = (
     "lstm-aug",
     *(f"{m}-{g}" for m in ("node", "ode") for g in ("naive", "adjoint", "seminorm", "aca")),
 )
+EXTRA_ROWS = tuple(f"node-pair-{g}" for g in ("naive", "adjoint", "seminorm", "aca"))
+
+
+def _split(row: str) -> tuple[str, str]:
+    """``(model, method)`` of a row; LSTM rows have no method."""
+    if row.startswith(("ode", "node")):
+        model, _, method = row.rpartition("-")
+        return model, method
+    return row, ""
 
 
 def _config(row: str, seed: int, args: argparse.Namespace) -> FitConfig:
-    model, _, method = row.partition("-") if row.startswith(("ode", "node")) else (row, "", "aca")
+    model, method = _split(row)
     return FitConfig(
         model=model,
         method=method or "aca",
@@ -47,6 +57,9 @@ def _config(row: str, seed: int, args: argparse.Namespace) -> FitConfig:
         threads=args.threads,
         progress=not args.no_progress,
     )
+
+
+_MODEL_LABELS = {"lstm-aug": "LSTM-aug", "node-pair": "NODE-pair"}
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -109,7 +122,7 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     lines = [
         f"Three-body test MSE on [0, 2] (mean ± std over seeds {s['seeds']}); dopri5 at "
-        f"rtol = atol = {s['rtol']:g}; {s['epochs']} epochs (ode, node), "
+        f"rtol = atol = {s['rtol']:g}; {s['epochs']} epochs (ode, node, node-pair), "
         f"{s['lstm_epochs']} (LSTMs). Seconds: forward + backward + optimiser step, summed "
         "over epochs. NFE: training solves, summed over epochs (forward / backward).",
         "",
@@ -118,11 +131,11 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row, e in results["rows"].items():
-        model, _, method = row.partition("-") if row.startswith(("ode", "node")) else (row, "", "")
+        model, method = _split(row)
         paper = _fmt(*e["paper"]) if e["paper"] else "—"
         mass = f"{100 * e['max_mass_rel_error']['mean']:.2g}%" if "max_mass_rel_error" in e else "—"
         lines.append(
-            f"| {model.upper() if model != 'lstm-aug' else 'LSTM-aug'} | {method or '—'} | "
+            f"| {_MODEL_LABELS.get(model, model.upper())} | {method or '—'} | "
             f"{_fmt(e['test_mse']['mean'], e['test_mse']['std'])} | {paper} | {mass} | "
             f"{e['seconds']['mean']:.3g} | {e['nfe_forward']['mean']:.0f} | "
             f"{e['nfe_backward']['mean']:.0f} |"
@@ -168,7 +181,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS + EXTRA_ROWS)
     parser.add_argument("--epochs", type=int, default=100, help="Epochs for ode and node.")
     parser.add_argument("--lstm-epochs", type=int, default=5000, help="Epochs for the LSTMs.")
     parser.add_argument("--rtol", type=float, default=FitConfig.rtol)

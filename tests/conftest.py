@@ -39,3 +39,21 @@ def assert_close(actual, expected, *, rtol: float = 1e-10, atol: float = 1e-12) 
     a = torch.as_tensor(actual, dtype=torch.float64)
     e = torch.as_tensor(expected, dtype=torch.float64)
     torch.testing.assert_close(a, e, rtol=rtol, atol=atol)
+
+
+class _NewtonCoefficients(torch.nn.Module):
+    """Stands in for PairwiseNODE's MLP: c = (0, 0, m_j), Newton's law in its terms."""
+
+    def __init__(self, masses: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.masses = torch.tensor(masses, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c3 = x[..., 5:8] @ self.masses  # one-hot of the source body j
+        return torch.stack([torch.zeros_like(c3), torch.zeros_like(c3), c3], dim=-1)
+
+
+@pytest.fixture
+def newton_coefficients() -> type[torch.nn.Module]:
+    """A stand-in for :class:`models.node.PairwiseNODE`'s MLP that gives Newton's law."""
+    return _NewtonCoefficients

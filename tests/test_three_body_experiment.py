@@ -172,6 +172,34 @@ def test_fit_node_one_epoch(tmp_path: Path) -> None:
     assert summary["n_parameters"] == 5509 and np.isfinite(summary["test_mse"])
 
 
+def test_node_pair_fits_and_reports_its_force_law(tmp_path: Path, data: tb.ThreeBodyData) -> None:
+    config = tb.FitConfig(model="node-pair", epochs=2, runs_dir=str(tmp_path), **TINY)
+    assert config.lr == 0.01 and tb.FitConfig(model="node").lr == 0.1
+    assert config.run_dir.name == "three-body-node-pair-aca-0"
+    run = tb.fit(config)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_parameters"] == 1203 and np.isfinite(summary["test_mse"])
+    assert json.loads((run / "config.json").read_text())["lr"] == 0.01
+    # Free flight (the initial model) is a relative error of 1; two steps move towards Newton.
+    assert 0.0 < summary["force_rel_error"] < 0.9
+    assert (run / "plots" / "force_law.png").exists()
+    with pytest.raises(ConfigError, match="node model only"):
+        tb.FitConfig(model="node-pair", node_scaling="inputs")
+
+
+def test_force_law_of_newtons_coefficients_is_exact(
+    data: tb.ThreeBodyData, newton_coefficients
+) -> None:
+    model = tb.PairwiseNODE()
+    model.net = newton_coefficients(data.params.masses)
+    law = tb.force_law(model, data)
+    assert law["rel_error_rms"] < 1e-12 and law["rel_error_rms_train"] < 1e-12
+    assert law["train_range"][0] == pytest.approx(0.053, abs=0.002)  # the close encounter
+    np.testing.assert_allclose(law["learned"][:, 0] * law["grid"] ** 2, data.params.masses[1])
+    model.net = newton_coefficients((0.0, 0.0, 0.0))  # no force at all
+    assert tb.force_law(model, data)["rel_error_rms"] == pytest.approx(1.0)
+
+
 def test_cli_simulate_fit_evaluate_render(tmp_path: Path) -> None:
     runner = CliRunner()
     data_path = tmp_path / "tb.npz"

@@ -9,7 +9,7 @@ import torch
 from envs.three_body import K2, ThreeBodyParams, default_initial_state, dynamics
 from models.known_form import KnownFormThreeBody
 from models.lstm import LSTMBaseline
-from models.node import AUG_DIM, AugmentedNODE, augmented_features
+from models.node import AUG_DIM, AugmentedNODE, PairwiseNODE, augmented_features
 from physid.errors import ConfigError
 
 
@@ -114,6 +114,38 @@ def test_node_scaling_none_is_the_papers_network_and_old_checkpoints_load() -> N
     loaded.set_scaling("inputs+outputs", t, y)
     loaded.load_state_dict(old)
     torch.testing.assert_close(loaded(t[0], y[:5]), plain(t[0], y[:5]), rtol=0, atol=0)
+
+
+def test_pairwise_node_starts_in_free_flight_and_has_1203_parameters() -> None:
+    model = PairwiseNODE()
+    assert sum(p.numel() for p in model.parameters()) == 1203
+    y = _states(5)
+    dy = model(torch.tensor(0.0), y)
+    torch.testing.assert_close(dy[:, :9], K2 * y[:, 9:])
+    assert float(dy[:, 9:].abs().max()) == 0.0
+
+
+def test_pairwise_node_with_newtons_coefficients_is_the_simulator(newton_coefficients) -> None:
+    params = ThreeBodyParams()
+    model = PairwiseNODE()
+    model.net = newton_coefficients(params.masses)
+    y = torch.cat([_states(7), torch.as_tensor(default_initial_state())[None]])
+    torch.testing.assert_close(model(0.0, y), dynamics(0.0, y, params), rtol=1e-12, atol=1e-12)
+
+
+def test_pairwise_node_is_translation_and_rotation_equivariant() -> None:
+    torch.manual_seed(0)
+    model = PairwiseNODE()
+    torch.nn.init.normal_(model.net[2].weight)  # a random, non-trivial force law
+    y = _states(4, seed=1)
+    accel = model(0.0, y)[:, 9:].reshape(-1, 3, 3)
+    assert float(accel.abs().max()) > 1e-3
+    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
+    r = y[:, :9].reshape(-1, 3, 3)
+    moved = torch.cat([(r @ q.T + torch.tensor([0.3, -1.0, 2.0])).flatten(1), y[:, 9:]], -1)
+    torch.testing.assert_close(model(0.0, moved)[:, 9:].reshape(-1, 3, 3), accel @ q.T)
+    with pytest.raises(ConfigError):
+        model(0.0, y[:, :9])
 
 
 @pytest.mark.parametrize("aug", [False, True])
