@@ -807,10 +807,11 @@ def _plot_force_law(law: dict[str, Any], path: Path, config: FitConfig) -> None:
     ax.axvspan(*law["train_range"], color="grey", alpha=0.15, label="distances in [0, 1]")
     ax.set_xscale("log")
     ax.set_xlabel("pair distance r")
-    ax.set_ylabel("learned pair force × r² (Newton: the source mass, dotted)")
+    ax.set_ylabel("learned pair force × r²  (Newton: source mass, dotted)")
     ax.set_title(
-        f"three-body {config.name} (seed {config.seed}): learned force law, "
-        f"RMS rel. error {law['rel_error_rms']:.2g} on the test trajectory"
+        f"three-body {config.name} (seed {config.seed}): learned force law\n"
+        f"RMS relative error {law['rel_error_rms']:.2g} along the true trajectory on [0, 2]",
+        fontsize="medium",
     )
     ax.legend(fontsize="small", ncol=2)
     ax.grid(True, which="both", alpha=0.3)
