@@ -156,14 +156,18 @@ class PairwiseNODE(nn.Module):
         codes = self.pair_codes.expand(*distance.shape[:-1], 6)
         return self.net(torch.cat([distance, 1.0 / distance, codes], dim=-1))
 
+    def force_magnitude(self, distance: torch.Tensor) -> torch.Tensor:
+        """The pair force along ``d_ij / |d_ij|`` (per K1), ``c1 + c2/r + c3/r^2``, at
+        distances ``(..., 6, 1)``: ``(..., 6, 1)``. Newton's law is ``m_j / r^2``."""
+        c = self.coefficients(distance)
+        return c[..., 0:1] + c[..., 1:2] / distance + c[..., 2:3] / distance**2
+
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if y.shape[-1] != STATE_DIM:
             raise ConfigError(f"PairwiseNODE takes states (..., 18), got shape {y.shape}.")
         r = y[..., :9].reshape(*y.shape[:-1], 3, 3)
         d = r[..., self.j, :] - r[..., self.i, :]  # (..., 6, 3)
         dist = torch.linalg.vector_norm(d, dim=-1, keepdim=True)
-        c = self.coefficients(dist)
-        unit = d / dist
-        force = (c[..., 0:1] + c[..., 1:2] / dist + c[..., 2:3] / dist**2) * unit
+        force = self.force_magnitude(dist) * (d / dist)
         accel = torch.zeros_like(r).index_add_(-2, self.i, force)
         return torch.cat([K2 * y[..., 9:], K1 * accel.flatten(-2)], dim=-1)
