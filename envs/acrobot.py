@@ -42,7 +42,10 @@ __all__ = [
     "CONTROL_PERIOD",
     "MAX_TORQUE",
     "PAPER_CONTROLS",
+    "PHYSICAL_PARAMETERS",
+    "BASE_PARAMETERS",
     "AcrobotParams",
+    "base_parameters",
     "mass_matrix",
     "potential",
     "input_matrix",
@@ -77,6 +80,11 @@ PAPER_CONTROLS: tuple[tuple[float, float], ...] = (
     (-2.0, 0.0),
 )
 """The nine constant controls of the seminorm paper's training data."""
+
+PHYSICAL_PARAMETERS = ("m1", "m2", "l1", "lc1", "lc2", "i1", "i2")
+"""The constants that enter the dynamics (``l2`` does not; ``gravity`` is taken as known)."""
+BASE_PARAMETERS = ("a1", "a2", "a3", "a4", "a5")
+"""The combinations the dynamics depend on (:func:`base_parameters`)."""
 
 TRUTH_RTOL = 1e-10
 TRUTH_ATOL = 1e-10
@@ -129,26 +137,92 @@ def _check_state(state: torch.Tensor) -> None:
         )
 
 
-def mass_matrix(q: torch.Tensor, params: AcrobotParams) -> torch.Tensor:
-    """The inertia matrix M(q), ``q (..., 2)`` -> ``(..., 2, 2)`` (depends on q2 only)."""
-    p = params
-    c2 = torch.cos(q[..., 1])
-    m11 = p.i1 + p.i2 + p.m1 * p.lc1**2 + p.m2 * (p.l1**2 + p.lc2**2 + 2 * p.l1 * p.lc2 * c2)
-    m12 = p.i2 + p.m2 * (p.lc2**2 + p.l1 * p.lc2 * c2)
-    m22 = torch.full_like(c2, p.i2 + p.m2 * p.lc2**2)
-    return torch.stack([torch.stack([m11, m12], -1), torch.stack([m12, m22], -1)], -2)
+def base_parameters(
+    params: AcrobotParams | torch.Tensor, gravity: float | torch.Tensor = 9.8
+) -> torch.Tensor:
+    """The five combinations of the constants that the equations of motion depend on.
 
+    Expanding the manipulator equations,
 
-def potential(q: torch.Tensor, params: AcrobotParams) -> torch.Tensor:
-    """Gravitational potential energy V(q), ``q (..., 2)`` -> ``(...)``; minimal hanging down."""
-    p = params
-    q1, q2 = q[..., 0], q[..., 1]
-    return -p.gravity * (
-        p.m1 * p.lc1 * torch.cos(q1) + p.m2 * (p.l1 * torch.cos(q1) + p.lc2 * torch.cos(q1 + q2))
+        M(q) = [[a1 + a2 + 2 a3 cos q2,  a2 + a3 cos q2],
+                [a2 + a3 cos q2,          a2          ]],
+        C(q, dq) dq = a3 sin q2 [-(2 dq1 dq2 + dq2²), dq1²],
+        V(q) = -a4 cos q1 - a5 cos(q1 + q2),
+
+    with ``a1 = i1 + m1 lc1² + m2 l1²``, ``a2 = i2 + m2 lc2²``, ``a3 = m2 l1 lc2``,
+    ``a4 = g (m1 lc1 + m2 l1)`` and ``a5 = g m2 lc2``. Seven constants
+    (:data:`PHYSICAL_PARAMETERS`; ``l2`` does not enter the dynamics) map onto five numbers, so
+    trajectories determine at most these five (with known torques; without input, only their
+    ratios): two combinations of the physical constants are invisible to motion.
+
+    Args:
+        params: an :class:`AcrobotParams`, or a tensor ``(..., 7)`` of
+            :data:`PHYSICAL_PARAMETERS` (then ``gravity`` is used).
+        gravity: the gravitational acceleration for a tensor ``params``.
+
+    Returns:
+        ``(..., 5)`` ``[a1, a2, a3, a4, a5]`` (float64 for :class:`AcrobotParams`).
+    """
+    if isinstance(params, AcrobotParams):
+        p = params
+        values = (p.m1, p.m2, p.l1, p.lc1, p.lc2, p.i1, p.i2)
+        m1, m2, l1, lc1, lc2, i1, i2 = (torch.tensor(v, dtype=torch.float64) for v in values)
+        g: float | torch.Tensor = p.gravity
+    else:
+        if params.shape[-1] != len(PHYSICAL_PARAMETERS):
+            raise ConfigError(
+                f"physical acrobot parameters are {PHYSICAL_PARAMETERS}, got shape "
+                f"{tuple(params.shape)}."
+            )
+        m1, m2, l1, lc1, lc2, i1, i2 = params.unbind(-1)
+        g = gravity
+    return torch.stack(
+        [
+            i1 + m1 * lc1**2 + m2 * l1**2,
+            i2 + m2 * lc2**2,
+            m2 * l1 * lc2,
+            g * (m1 * lc1 + m2 * l1),
+            g * m2 * lc2,
+        ],
+        -1,
     )
 
 
-def input_matrix(q: torch.Tensor, params: AcrobotParams) -> torch.Tensor:
+def _base(params: AcrobotParams | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    base = base_parameters(params) if isinstance(params, AcrobotParams) else params
+    if base.shape[-1] != len(BASE_PARAMETERS):
+        raise ConfigError(
+            f"a tensor of acrobot parameters holds the base parameters {BASE_PARAMETERS}, got "
+            f"shape {tuple(base.shape)}."
+        )
+    return base.to(dtype=like.dtype, device=like.device)
+
+
+def mass_matrix(q: torch.Tensor, params: AcrobotParams | torch.Tensor) -> torch.Tensor:
+    """The inertia matrix M(q), ``q (..., 2)`` -> ``(..., 2, 2)`` (depends on q2 only).
+
+    ``params``: an :class:`AcrobotParams` or the base parameters ``(..., 5)``
+    (:func:`base_parameters`).
+    """
+    a1, a2, a3, _, _ = _base(params, q).unbind(-1)
+    c2 = torch.cos(q[..., 1])
+    m11 = a1 + a2 + 2 * a3 * c2
+    m12 = a2 + a3 * c2
+    m22 = a2 + torch.zeros_like(c2)
+    return torch.stack([torch.stack([m11, m12], -1), torch.stack([m12, m22], -1)], -2)
+
+
+def potential(q: torch.Tensor, params: AcrobotParams | torch.Tensor) -> torch.Tensor:
+    """Gravitational potential energy V(q), ``q (..., 2)`` -> ``(...)``; minimal hanging down.
+
+    ``params``: an :class:`AcrobotParams` or the base parameters ``(..., 5)``.
+    """
+    base = _base(params, q)
+    q1, q2 = q[..., 0], q[..., 1]
+    return -base[..., 3] * torch.cos(q1) - base[..., 4] * torch.cos(q1 + q2)
+
+
+def input_matrix(q: torch.Tensor, params: AcrobotParams | torch.Tensor) -> torch.Tensor:
     """The true input matrix g(q): the identity (a torque per joint), ``(..., 2, 2)``."""
     eye = torch.eye(CONTROL_DIM, dtype=q.dtype, device=q.device)
     return eye.expand(*q.shape[:-1], CONTROL_DIM, CONTROL_DIM)
@@ -157,7 +231,7 @@ def input_matrix(q: torch.Tensor, params: AcrobotParams) -> torch.Tensor:
 def dynamics(
     t: torch.Tensor | float,
     state: torch.Tensor,
-    params: AcrobotParams,
+    params: AcrobotParams | torch.Tensor,
     control: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Time derivative of the acrobot state.
@@ -165,40 +239,35 @@ def dynamics(
     Args:
         t: time (unused: the system is autonomous; kept for the ``f(t, y)`` convention).
         state: ``(..., 4)`` ordered ``[q1, q2, dq1, dq2]``; any leading batch dims.
-        params: the physical constants.
+        params: the physical constants, or the base parameters ``(..., 5)`` of
+            :func:`base_parameters` (broadcast against the batch; this is how the known-form
+            model passes its learnable constants).
         control: joint torques ``(..., 2)`` (broadcast against the batch); ``None`` means zero.
 
     Returns:
         ``(..., 4)`` derivative ``[dq1, dq2, ddq1, ddq2]``, same dtype and device as ``state``.
     """
     _check_state(state)
-    p = params
+    a1, a2, a3, a4, a5 = _base(params, state).unbind(-1)
     q, dq = state[..., :2], state[..., 2:]
     q1, q2 = q[..., 0], q[..., 1]
     dq1, dq2 = dq[..., 0], dq[..., 1]
-    s2 = torch.sin(q2)
-    h = p.m2 * p.l1 * p.lc2 * s2
+    h = a3 * torch.sin(q2)
     # Coriolis and centrifugal torques C(q, dq) dq.
     coriolis = torch.stack([-h * (2 * dq1 * dq2 + dq2 * dq2), h * dq1 * dq1], -1)
     # Gravity torques G(q) = dV/dq.
-    s12 = torch.sin(q1 + q2)
-    grav = torch.stack(
-        [
-            p.gravity
-            * (p.m1 * p.lc1 * torch.sin(q1) + p.m2 * (p.l1 * torch.sin(q1) + p.lc2 * s12)),
-            p.gravity * p.m2 * p.lc2 * s12,
-        ],
-        -1,
-    )
+    s12 = a5 * torch.sin(q1 + q2)
+    grav = torch.stack([a4 * torch.sin(q1) + s12, s12], -1)
     rhs = -coriolis - grav
     if control is not None:
         rhs = rhs + control.to(dtype=state.dtype, device=state.device)
-    m = mass_matrix(q, p)
-    # Solve the 2x2 system in closed form (cheap, batched, differentiable).
-    a, b, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 1]
-    det = a * d - b * b
-    ddq1 = (d * rhs[..., 0] - b * rhs[..., 1]) / det
-    ddq2 = (a * rhs[..., 1] - b * rhs[..., 0]) / det
+    # Solve M ddq = rhs in closed form (cheap, batched, differentiable).
+    c2 = torch.cos(q2)
+    m11 = a1 + a2 + 2 * a3 * c2
+    m12 = a2 + a3 * c2
+    det = m11 * a2 - m12 * m12
+    ddq1 = (a2 * rhs[..., 0] - m12 * rhs[..., 1]) / det
+    ddq2 = (m11 * rhs[..., 1] - m12 * rhs[..., 0]) / det
     return torch.cat([dq, torch.stack([ddq1, ddq2], -1)], -1)
 
 
