@@ -22,7 +22,7 @@ A grid comes from a TOML file (:func:`load_grid`) or from options (:func:`make_g
     rtol = 1e-7
 
 Each job is one ``fit(FitConfig(...))`` of the system's experiment module
-(:func:`physid.cli.system_module`); this module knows no system. A job runs in its own Python
+(:func:`physid.app.cli.system_module`); this module knows no system. A job runs in its own Python
 process (``python -m physid.sweep JOB.json``), so a crash, a hang killed by the user or an
 out-of-memory kill loses that job only. Jobs run on this machine in a bounded pool
 (``workers`` processes at a time), or on a Ray cluster as Ray tasks (``ray_address``; Ray's
@@ -386,7 +386,7 @@ def expand(grid: Grid, out: str | os.PathLike[str], *, cwd: str | None = None) -
             option the sweep sets itself, a model the system does not fit, or an invalid value
             (FitConfig's own check).
     """
-    from physid.cli import system_module
+    from physid.app.cli import system_module
 
     runs = Path(out).resolve() / "runs"
     base_dir = str(Path(cwd or os.getcwd()).resolve())
@@ -760,7 +760,7 @@ def _job_main(argv: Sequence[str]) -> int:
         )
 
     try:
-        from physid.cli import system_module
+        from physid.app.cli import system_module
 
         module = system_module(job.system)
         result = module.fit(module.FitConfig(**job.config))

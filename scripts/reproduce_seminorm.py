@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.experiments import acrobot  # noqa: E402
+from physid.models.experiments import acrobot  # noqa: E402
+
 from physid._io import load_json, save_json, write_text_atomic  # noqa: E402
 
 PAPER = {

@@ -32,13 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.experiments.hopper import (  # noqa: E402
+from physid.models.experiments.hopper import (  # noqa: E402
     OBSERVED_FRACTIONS,
     PAPER_TABLE4,
     FitConfig,
     evaluate,
     fit,
 )
+
 from physid._io import save_json, write_text_atomic  # noqa: E402
 
 METHODS = ("adjoint", "naive", "aca", "seminorm")

@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from physid.models.experiments import acrobot  # noqa: E402
+from physid.models.symoden import build_symoden  # noqa: E402
+
 import physid  # noqa: E402
-from models.experiments import acrobot  # noqa: E402
-from models.symoden import build_symoden  # noqa: E402
 from physid._io import save_json, write_text_atomic  # noqa: E402
 
 

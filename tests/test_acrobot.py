@@ -7,13 +7,11 @@ import math
 
 import gymnasium as gym
 import numpy as np
+import physid.envs  # noqa: F401  (registers physid/Acrobot-v0)
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-from typer.testing import CliRunner
-
-import envs  # noqa: F401  (registers physid/Acrobot-v0)
-from envs.acrobot import (
+from physid.envs.acrobot import (
     ENV_ID,
     AcrobotEnv,
     AcrobotParams,
@@ -28,8 +26,10 @@ from envs.acrobot import (
     tip_height,
     to_channels,
 )
-from models.experiments import acrobot as experiment
-from physid.cli import app
+from physid.models.experiments import acrobot as experiment
+from typer.testing import CliRunner
+
+from physid.app.cli import app
 from physid.data import load_dataset
 from physid.errors import ConfigError, DataError
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+from physid.app.cli import app
 from physid.bench import TensorMemory
-from physid.cli import app
 
 
 def test_tensor_memory_counts_storages_exactly() -> None:

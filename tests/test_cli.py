@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from physid.cli import app, system_module
+from physid.app.cli import app, system_module
 from physid.errors import ConfigError
 
 runner = CliRunner()

@@ -106,8 +106,8 @@ def test_damping_is_invariant_under_the_model_symmetry() -> None:
 
 
 def test_oracle_swings_the_true_acrobot_up(tmp_path) -> None:
-    from envs.acrobot import AcrobotParams, energy
-    from models.experiments.acrobot import oracle_control
+    from physid.envs.acrobot import AcrobotParams, energy
+    from physid.models.experiments.acrobot import oracle_control
 
     record = oracle_control(tmp_path, video=True)
     assert record["success"] is True
@@ -122,7 +122,7 @@ def test_oracle_swings_the_true_acrobot_up(tmp_path) -> None:
 
 def test_zhong_damping_is_too_weak_for_the_criterion(tmp_path) -> None:
     """K_d = I (Zhong et al.; = InputDamping(1) for the true g = I) still swings after 20 s."""
-    from models.experiments.acrobot import oracle_control
+    from physid.models.experiments.acrobot import oracle_control
 
     record = oracle_control(tmp_path, damping=InputDamping(1.0), video=False)
     assert record["success"] is False and record["damping"] == {"kind": "input", "gain": 1.0}

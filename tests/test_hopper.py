@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import physid.envs  # noqa: F401  (registers physid/Hopper-v0)
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from physid.envs import hopper as H
 
-import envs  # noqa: F401  (registers physid/Hopper-v0)
-from envs import hopper as H
 from physid.data import load_dataset, subsample_mask
 from physid.errors import ConfigError, DataError
 

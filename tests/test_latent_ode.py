@@ -8,16 +8,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
-import physid
-from models.latent_ode import (
+from physid.models.latent_ode import (
     PRESET_SIZES,
     LatentODE,
     LatentODEConfig,
     kl_coefficient,
     mlp,
 )
+from typer.testing import CliRunner
+
+import physid
 from physid.data import subsample_mask
 
 TINY = LatentODEConfig(
@@ -153,7 +153,7 @@ def test_kl_annealing() -> None:
 
 @pytest.fixture(scope="module")
 def hopper_data(tmp_path_factory):
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     path = tmp_path_factory.mktemp("data") / "hopper.npz"
     hopper.simulate(10, seed=1, out=path)
@@ -161,7 +161,7 @@ def hopper_data(tmp_path_factory):
 
 
 def _tiny_config(tmp_path, data, **kw):
-    from models.experiments.hopper import FitConfig
+    from physid.models.experiments.hopper import FitConfig
 
     options = dict(
         preset="tiny",
@@ -180,7 +180,7 @@ def _tiny_config(tmp_path, data, **kw):
 
 @pytest.mark.parametrize("method", physid.GRADIENT_METHODS)
 def test_two_epoch_fit_records_nfe(tmp_path, hopper_data, method: str) -> None:
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     run = hopper.fit(_tiny_config(tmp_path, hopper_data, method=method, observed=0.2))
     assert run.name == f"hopper-latent-ode-tiny-obs20-{method}-0"
@@ -200,8 +200,8 @@ def test_two_epoch_fit_records_nfe(tmp_path, hopper_data, method: str) -> None:
 
 def test_paper_preset_runs_unchanged(tmp_path, hopper_data) -> None:
     """The paper's sizes (the GPU setting) run through the same code; one short epoch here."""
-    from models.experiments import hopper
-    from models.latent_ode import PRESET_SIZES
+    from physid.models.experiments import hopper
+    from physid.models.latent_ode import PRESET_SIZES
 
     run = hopper.fit(_tiny_config(tmp_path, hopper_data, preset="paper", epochs=1))
     summary = json.loads((run / "summary.json").read_text())
@@ -214,7 +214,7 @@ def test_paper_preset_runs_unchanged(tmp_path, hopper_data) -> None:
 
 
 def test_same_seed_same_fit(tmp_path, hopper_data) -> None:
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     a = hopper.fit(_tiny_config(tmp_path / "a", hopper_data, epochs=1))
     b = hopper.fit(_tiny_config(tmp_path / "b", hopper_data, epochs=1))
@@ -225,13 +225,13 @@ def test_same_seed_same_fit(tmp_path, hopper_data) -> None:
 
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory, hopper_data):
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     return hopper.fit(_tiny_config(tmp_path_factory.mktemp("runs"), hopper_data, epochs=1))
 
 
 def test_render_writes_a_video(tmp_path, fitted_run, hopper_data) -> None:
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     out = hopper.render(fitted_run, tmp_path / "hopper.mp4", width=64, height=48)
     assert out.stat().st_size > 1000
@@ -244,7 +244,7 @@ def test_render_writes_a_video(tmp_path, fitted_run, hopper_data) -> None:
 
 
 def test_bad_options_are_config_errors(tmp_path, hopper_data) -> None:
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     for bad in ({"method": "euler"}, {"preset": "huge"}, {"observed": 0.0}, {"solver": "rk45"}):
         with pytest.raises(physid.ConfigError):
@@ -252,7 +252,7 @@ def test_bad_options_are_config_errors(tmp_path, hopper_data) -> None:
 
 
 def test_cli_simulate_fit_evaluate_render(tmp_path, hopper_data, fitted_run) -> None:
-    from physid.cli import app
+    from physid.app.cli import app
 
     runner = CliRunner()
     data = tmp_path / "h.npz"

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from physid import sweep
-from physid.cli import app
+from physid.app.cli import app
 from physid.errors import DataError
 from physid.report import build_report, markdown_to_html
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from physid import sweep
-from physid.cli import app
+from physid.app.cli import app
 from physid.errors import ConfigError, DataError, MissingDependencyError
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ TIMING_KEYS = {"seconds", "wall_seconds"}
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from models.experiments import three_body
+    from physid.models.experiments import three_body
 
     path = tmp_path_factory.mktemp("data") / "three-body-tiny.npz"
     return three_body.simulate(path, n_train=40, n_test=80, rtol=1e-9, atol=1e-9)

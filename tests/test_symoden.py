@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from physid.envs.acrobot import AcrobotParams, dynamics, input_matrix, mass_matrix, to_channels
+from physid.models.symoden import PRESETS, SymODEN, SymODENConfig, build_symoden
 from torch import nn
 
 import physid
-from envs.acrobot import AcrobotParams, dynamics, input_matrix, mass_matrix, to_channels
-from models.symoden import PRESETS, SymODEN, SymODENConfig, build_symoden
 from physid.errors import ConfigError
 
 PARAMS = AcrobotParams()

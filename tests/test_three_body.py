@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import physid.envs  # noqa: F401  (registers physid/ThreeBody-v0)
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-
-import envs  # noqa: F401  (registers physid/ThreeBody-v0)
-from envs.three_body import (
+from physid.envs.three_body import (
     ThreeBodyEnv,
     ThreeBodyParams,
     default_initial_state,
@@ -23,7 +22,8 @@ from envs.three_body import (
     simulate,
     train_times,
 )
-from models.experiments.three_body import position_mse
+from physid.models.experiments.three_body import position_mse
+
 from physid.errors import ConfigError, PhysicsError
 
 PARAMS = ThreeBodyParams()

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from physid.models.experiments import three_body as tb
+from physid.models.known_form import KnownFormThreeBody
 from typer.testing import CliRunner
 
 import physid
-from models.experiments import three_body as tb
-from models.known_form import KnownFormThreeBody
-from physid.cli import app
+from physid.app.cli import app
 from physid.errors import ConfigError, DataError
 
 # Coarse tolerances keep each epoch well under a second for aca and naive.

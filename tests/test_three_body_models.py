@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from physid.envs.three_body import K2, ThreeBodyParams, default_initial_state, dynamics
+from physid.models.known_form import KnownFormThreeBody
+from physid.models.lstm import LSTMBaseline
+from physid.models.node import AUG_DIM, AugmentedNODE, PairwiseNODE, augmented_features
 
-from envs.three_body import K2, ThreeBodyParams, default_initial_state, dynamics
-from models.known_form import KnownFormThreeBody
-from models.lstm import LSTMBaseline
-from models.node import AUG_DIM, AugmentedNODE, PairwiseNODE, augmented_features
 from physid.errors import ConfigError
 
 
@@ -73,7 +73,7 @@ def test_augmented_node_kinematics_known_and_batched() -> None:
 
 
 def _trajectory() -> tuple[torch.Tensor, torch.Tensor]:
-    from envs.three_body import simulate
+    from physid.envs.three_body import simulate
 
     t = np.linspace(0.0, 1.0, 1000)
     y = simulate(ThreeBodyParams(), default_initial_state(), t)
@@ -91,7 +91,7 @@ def test_node_scaling_normalises_each_input_block_and_the_output() -> None:
     block_rms = scaled.reshape(-1, 5, 9).pow(2).mean(dim=(0, 2)).sqrt()
     torch.testing.assert_close(block_rms, torch.ones(5, dtype=block_rms.dtype))
     # The output scale is the RMS of dv/dt / K1 of the truth (central differences).
-    from envs.three_body import K1
+    from physid.envs.three_body import K1
 
     accel = dynamics(0.0, y, ThreeBodyParams())[:, 9:] / K1
     assert float(model.output_scale) == pytest.approx(float(accel.pow(2).mean().sqrt()), rel=0.02)

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from physid.envs import acrobot as sim
+from physid.models.symoden import PRESETS, SymODEN, build_symoden
 from torch import nn
 
 import physid
-from envs import acrobot as sim
-from models.symoden import PRESETS, SymODEN, build_symoden
 from physid import control as ctl
 from physid._io import load_json, save_json
 from physid.controllers import AbstractController, IController

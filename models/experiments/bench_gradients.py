@@ -101,8 +101,8 @@ def _last_grad(c: Candidate, func: nn.Module, z0: Tensor, t: Tensor, k: Tensor) 
 
 
 def _three_body(device: torch.device, repeats: int, with_tdq: bool) -> dict[str, Any]:
-    from envs.three_body import ThreeBodyParams, default_initial_state, simulate, train_times
-    from models.known_form import KnownFormThreeBody
+    from physid.envs.three_body import ThreeBodyParams, default_initial_state, simulate, train_times
+    from physid.models.known_form import KnownFormThreeBody
 
     t_np = train_times()
     truth = torch.tensor(simulate(ThreeBodyParams(), default_initial_state(), t_np), device=device)

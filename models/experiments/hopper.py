@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from physid.envs import hopper as H
+from physid.models.latent_ode import PRESET_SIZES, LatentODE, LatentODEConfig, kl_coefficient
 
-from envs import hopper as H
-from models.latent_ode import PRESET_SIZES, LatentODE, LatentODEConfig, kl_coefficient
 from physid._io import load_json, save_json
 from physid.data import TrajectoryDataset, load_dataset, subsample_mask
 from physid.errors import ConfigError, DataError
@@ -526,7 +526,7 @@ def _mean(records: list[dict[str, Any]], key: str) -> float | None:
 def _load_run(
     run_dir: str | Path, device: str = "cpu"
 ) -> tuple[FitConfig, LatentODE, _Tensors, torch.Tensor, int]:
-    from physid.cli import load_run_config
+    from physid.app.cli import load_run_config
     from physid.device import resolve_device
     from physid.training import load_model_state
 

@@ -25,20 +25,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-import physid
-from envs.three_body import (
+from physid.envs.three_body import (
     ThreeBodyParams,
     default_initial_state,
     eval_times,
     random_system,
     train_times,
 )
-from envs.three_body import simulate as simulate_truth
-from models.known_form import KnownFormThreeBody
-from models.lstm import LSTMBaseline
-from models.node import NODE_SCALINGS, AugmentedNODE, PairwiseNODE
+from physid.envs.three_body import simulate as simulate_truth
+from physid.models.known_form import KnownFormThreeBody
+from physid.models.lstm import LSTMBaseline
+from physid.models.node import NODE_SCALINGS, AugmentedNODE, PairwiseNODE
+from torch import nn
+
+import physid
 from physid._io import load_json, read_jsonl, save_json
 from physid.data import TrajectoryDataset, load_dataset, make_metadata, windows
 from physid.device import resolve_device

@@ -184,7 +184,7 @@ _SYSTEM_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 
 def _known_systems() -> list[str]:
     try:
-        pkg = importlib.import_module("models.experiments")
+        pkg = importlib.import_module("physid.models.experiments")
     except ModuleNotFoundError:
         return []
     return sorted(
@@ -202,11 +202,11 @@ def system_module(system: str) -> ModuleType:
     """
     if not isinstance(system, str) or not _SYSTEM_RE.match(system):
         raise ConfigError(f"{system!r} is not a system name.")
-    name = f"models.experiments.{system.replace('-', '_')}"
+    name = f"physid.models.experiments.{system.replace('-', '_')}"
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name not in (name, "models", "models.experiments"):
+        if exc.name not in (name, "models", "physid.models.experiments"):
             raise
         known = ", ".join(_known_systems()) or "none"
         raise ConfigError(f"physid knows no system {system!r} (known: {known}).") from exc
@@ -295,7 +295,7 @@ def simulate_three_body(
     ] = None,
 ) -> None:
     """Simulate the three-body data (train: 1000 points on [0, 1]; test: 2000 on [0, 2])."""
-    from models.experiments import three_body
+    from physid.models.experiments import three_body
 
     path = three_body.simulate(out, seed=seed, n_trajectories=n_trajectories)
     typer.echo(str(path))
@@ -375,7 +375,7 @@ def fit_three_body(
     progress: ProgressOption = True,
 ) -> None:
     """Fit a three-body model (Table 5 of the ACA paper); prints the run directory."""
-    from models.experiments import three_body
+    from physid.models.experiments import three_body
 
     config = three_body.FitConfig(
         model=model,
@@ -425,7 +425,7 @@ def simulate_acrobot(
     ] = None,
 ) -> None:
     """Simulate the seminorm paper's acrobot data: 9 constant controls, random initial states."""
-    from models.experiments import acrobot
+    from physid.models.experiments import acrobot
 
     path = acrobot.simulate(out, seed=seed, n_per_control=n_per_control, n_steps=n_steps)
     typer.echo(str(path))
@@ -462,7 +462,7 @@ def fit_acrobot(
     progress: ProgressOption = True,
 ) -> None:
     """Fit Symplectic ODE-Net to the acrobot; prints the run directory."""
-    from models.experiments import acrobot
+    from physid.models.experiments import acrobot
 
     if model != "symoden":
         raise ConfigError(f"the acrobot is fitted with --model symoden, not {model!r}.")
@@ -510,8 +510,8 @@ def control_acrobot(
     """Energy-shaping swing-up of the true acrobot from a learned (or the true) model."""
     import json
 
-    from models.experiments import acrobot
     from physid.control import InputDamping, MassDamping
+    from physid.models.experiments import acrobot
 
     options: dict[str, Any] = {"steps": steps, "video": video}
     if damping is not None and input_damping is not None:
@@ -545,7 +545,7 @@ def simulate_hopper(
     ] = None,
 ) -> None:
     """Simulate the MuJoCo hopper data set of Rubanova et al. (zero control, random states)."""
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     typer.echo(str(hopper.simulate(n_trajectories, seed, out)))
 
@@ -586,7 +586,7 @@ def fit_hopper(
     progress: ProgressOption = True,
 ) -> None:
     """Fit a latent ODE to irregularly-sampled hopper trajectories; prints the run directory."""
-    from models.experiments import hopper
+    from physid.models.experiments import hopper
 
     if model != "latent-ode":
         raise ConfigError(f"the hopper is fitted with --model latent-ode, not {model!r}.")
@@ -630,8 +630,8 @@ def bench_gradients(
     """Time, NFE, backward memory and gradient error of every gradient method (and torchdiffeq)."""
     from rich.console import Console
 
-    from models.experiments import bench_gradients as bench
     from physid.device import resolve_device
+    from physid.models.experiments import bench_gradients as bench
 
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}.")
