@@ -17,6 +17,7 @@ __all__ = [
     "TrainingError",
     "SolverStatus",
     "SolverError",
+    "FitInterrupted",
 ]
 
 
@@ -67,3 +68,20 @@ class SolverError(PhysidError, RuntimeError):
         self.status = status
         self.t = t
         self.step_size = step_size
+
+
+class FitInterrupted(PhysidError):
+    """A fit was stopped (Ctrl-C, SIGTERM) after saving its last finished epoch.
+
+    Running the same fit again resumes it. The command line exits with :attr:`exit_code` (130,
+    the shell's code for an interrupt).
+
+    Attributes:
+        run: the run directory that holds the checkpoint.
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, *, run: object = None):
+        super().__init__(message)
+        self.run = run

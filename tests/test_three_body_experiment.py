@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 import physid
 from physid.app.cli import app
 from physid.errors import ConfigError, DataError
+from physid.runs import RunDir
 
 # Coarse tolerances keep each epoch well under a second for aca and naive.
+EXP = tb.ThreeBody()
 TINY = {"rtol": 1e-5, "atol": 1e-5, "progress": False, "threads": 1}
 
 
@@ -26,9 +28,9 @@ def data() -> tb.ThreeBodyData:
 
 
 @pytest.fixture(scope="module")
-def ode_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ode_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     runs = tmp_path_factory.mktemp("runs")
-    return tb.fit(tb.FitConfig(model="ode", method="aca", epochs=3, runs_dir=str(runs), **TINY))
+    return EXP.fit(tb.FitConfig(model="ode", method="aca", epochs=3, runs_dir=str(runs), **TINY))
 
 
 def _initial_train_mse(data: tb.ThreeBodyData, seed: int = 0) -> tuple[float, np.ndarray]:
@@ -85,7 +87,7 @@ def test_fit_ode_with_each_method_improves_the_masses(
     method: str, tmp_path: Path, data: tb.ThreeBodyData
 ) -> None:
     init_mse, init_masses = _initial_train_mse(data)
-    run = tb.fit(
+    run = EXP.fit(
         tb.FitConfig(
             model="ode",
             method=method,
@@ -106,7 +108,7 @@ def test_fit_ode_with_each_method_improves_the_masses(
 
 
 def test_evaluate_writes_summary_and_plots(ode_run: Path, data: tb.ThreeBodyData) -> None:
-    summary = tb.evaluate(ode_run, data=data)
+    summary = EXP.evaluate(ode_run).to_dict()
     for key in (
         "test_mse",
         "train_mse",
@@ -137,7 +139,7 @@ def test_prediction_of_the_true_model_scores_the_solver_error(data: tb.ThreeBody
 def test_render_writes_a_video(ode_run: Path, tmp_path: Path) -> None:
     import imageio.v2 as imageio
 
-    out = tb.render(ode_run, tmp_path / "ode.mp4", frames=6, fps=5)
+    out = EXP.render(ode_run, tmp_path / "ode.mp4", frames=6, fps=5)
     assert out.stat().st_size > 1000
     with imageio.get_reader(out) as reader:
         assert reader.count_frames() == 6
@@ -146,9 +148,9 @@ def test_render_writes_a_video(ode_run: Path, tmp_path: Path) -> None:
 
 def test_resume_continues_a_run(tmp_path: Path) -> None:
     config = tb.FitConfig(epochs=1, runs_dir=str(tmp_path), plots=False, **TINY)
-    run = tb.fit(config)
-    tb.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path), plots=False, **TINY))
-    fresh = tb.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path / "fresh"), plots=False, **TINY))
+    run = EXP.fit(config)
+    EXP.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path), plots=False, **TINY))
+    fresh = EXP.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path / "fresh"), plots=False, **TINY))
     resumed = json.loads((run / "summary.json").read_text())
     straight = json.loads((fresh / "summary.json").read_text())
     assert resumed["epochs_completed"] == 2
@@ -157,7 +159,7 @@ def test_resume_continues_a_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model", ["lstm", "lstm-aug"])
 def test_fit_lstm_tiny(model: str, tmp_path: Path) -> None:
-    run = tb.fit(
+    run = EXP.fit(
         tb.FitConfig(model=model, lstm_epochs=3, lstm_hidden=8, runs_dir=str(tmp_path), **TINY)
     )
     summary = json.loads((run / "summary.json").read_text())
@@ -167,7 +169,7 @@ def test_fit_lstm_tiny(model: str, tmp_path: Path) -> None:
 
 
 def test_fit_node_one_epoch(tmp_path: Path) -> None:
-    run = tb.fit(tb.FitConfig(model="node", epochs=1, runs_dir=str(tmp_path), plots=False, **TINY))
+    run = EXP.fit(tb.FitConfig(model="node", epochs=1, runs_dir=str(tmp_path), plots=False, **TINY))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n_parameters"] == 5509 and np.isfinite(summary["test_mse"])
 
@@ -176,7 +178,7 @@ def test_node_pair_fits_and_reports_its_force_law(tmp_path: Path, data: tb.Three
     config = tb.FitConfig(model="node-pair", epochs=2, runs_dir=str(tmp_path), **TINY)
     assert config.lr == 0.01 and tb.FitConfig(model="node").lr == 0.1
     assert config.run_dir.name == "three-body-node-pair-aca-0"
-    run = tb.fit(config)
+    run = EXP.fit(config)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n_parameters"] == 1203 and np.isfinite(summary["test_mse"])
     assert json.loads((run / "config.json").read_text())["lr"] == 0.01
