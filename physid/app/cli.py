@@ -321,8 +321,8 @@ def bench_gradients(
     """Time, NFE, backward memory and gradient error of every gradient method (and torchdiffeq)."""
     from rich.console import Console
 
-    from physid.device import resolve_device
     from physid.app import bench_gradients as bench
+    from physid.device import resolve_device
 
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}.")
