@@ -344,9 +344,7 @@ class AbstractExperiment(ABC, Generic[_C]):
     """
 
     name: ClassVar[str]
-    """The registry name, e.g. ``"three-body"``."""
-    title: ClassVar[str]
-    """One line for ``--help``."""
+    """The registry name, e.g. ``"three-body"`` (its one-line title lives in the registry)."""
     Config: ClassVar[type[BaseConfig]]
     Simulate: ClassVar[type[SimulateOptions]]
 

@@ -954,7 +954,6 @@ class ThreeBody(AbstractExperiment[FitConfig]):
     """The three-body system of the ACA paper: masses (or a force law) from one trajectory."""
 
     name = SYSTEM
-    title = "Three bodies under gravity, unknown masses (ACA paper, Table 5)."
     Config = FitConfig
     Simulate = SimulateConfig
 

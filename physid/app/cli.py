@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from physid.app import registry
 from physid.errors import ConfigError, DataError, FitInterrupted, PhysidError
@@ -120,7 +120,23 @@ class _SystemGroup(TyperGroup):
     def get_command(self, ctx: Any, name: str) -> click.Command | None:
         if name not in self.list_commands(ctx):
             return None
-        return _system_command(self.kind, name)
+        return _LazyCommand(self.kind, name)
+
+
+class _LazyCommand(TyperCommand):
+    """A system's command, built (and its module imported) only when it is run or asked for
+    its own help; listing it in its group's help needs only the registry's title."""
+
+    def __init__(self, kind: str, name: str):
+        title = registry.title(name)
+        super().__init__(name, help=title, short_help=title)
+        self.kind = kind
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        real = _system_command(self.kind, self.name or "")
+        return real.make_context(info_name, args, parent=parent, **extra)
 
 
 class _SimulateGroup(_SystemGroup):
