@@ -377,10 +377,11 @@ class AbstractExperiment(ABC, Generic[_C]):
         if not isinstance(cfg, self.Config):
             raise ConfigError(f"{self.name} fit takes {self.Config.__name__}.")
         run = cfg.run_dir
-        _writing(run.create)
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"{run} exists and is not a folder; choose another run name.")
         with torch_threads(cfg.threads):
             try:
-                self._fit(cfg, run)
+                _writing(lambda: self._fit(cfg, run))
             except KeyboardInterrupt:
                 self._record_interrupt(cfg, run)
                 raise
@@ -510,9 +511,9 @@ def _writing(action: Callable[[], _R]) -> _R:
     except PhysidError:
         raise
     except OSError as exc:
-        where = exc.filename if exc.filename is not None else "the output"
+        where = exc.filename if exc.filename is not None else "a file"
         cause = exc.strerror or str(exc)
-        raise ConfigError(f"cannot write {where}: {cause}.") from exc
+        raise ConfigError(f"cannot access {where}: {cause}.") from exc
 
 
 def _video_path(out: str | Path | None, default: Path) -> Path:

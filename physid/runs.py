@@ -324,9 +324,17 @@ class RunDir:
             DataError: the file is missing, truncated, not a checkpoint, or holds objects other
                 than tensors, numbers and strings.
         """
-        ckpt = load_torch(self.checkpoint_path, weights_only=True)
+        try:
+            ckpt = load_torch(self.checkpoint_path, weights_only=True)
+        except DataError as exc:
+            raise DataError(
+                f"{exc} It may be truncated, or hold objects other than tensors, numbers and "
+                "strings (which physid refuses to load); fit again with --fresh."
+            ) from exc
         if not isinstance(ckpt, dict):
-            raise DataError(f"{self.checkpoint_path} is not a physid checkpoint.")
+            raise DataError(
+                f"{self.checkpoint_path} is not a physid checkpoint; fit again with --fresh."
+            )
         return ckpt
 
     # ---- summary.json -----------------------------------------------------------------------

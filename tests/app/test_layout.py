@@ -115,10 +115,14 @@ def test_envs_and_models_are_not_top_level_packages() -> None:
 def test_every_package_folder_is_installed() -> None:
     import tomllib
 
-    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"
-    ])
-    mapping = {"physid": ROOT / "physid", "physid.envs": ROOT / "envs", "physid.models": ROOT / "models"}
+    declared = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    mapping = {
+        "physid": ROOT / "physid",
+        "physid.envs": ROOT / "envs",
+        "physid.models": ROOT / "models",
+    }
     found = set()
     for prefix, folder in mapping.items():
         for init in folder.rglob("__init__.py"):
@@ -135,7 +139,8 @@ def test_help_does_not_import_systems(command: list[str]) -> None:
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom physid.app.cli import app\n"
         f"r = CliRunner().invoke(app, {command!r})\nassert r.exit_code == 0, r.output\n"
-        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('physid.models', 'mujoco')))))"
+        "print(' '.join(sorted(m for m in sys.modules\n"
+        "    if m.startswith(('physid.models', 'mujoco')))))"
     )
     loaded = _fresh_python(code)
     # the fit/simulate group help lists each system's title from the registry; listing is lazy
