@@ -29,6 +29,9 @@ import torch
 from physid.errors import ConfigError, DataError, FitInterrupted, PhysidError
 from physid.runs import RunDir, RunSummary, check_run_name
 
+if typing.TYPE_CHECKING:
+    from physid.training import TrainResult
+
 __all__ = [
     "option",
     "Options",
@@ -381,11 +384,11 @@ class AbstractExperiment(ABC, Generic[_C]):
             raise ConfigError(f"{run} exists and is not a folder; choose another run name.")
         with torch_threads(cfg.threads):
             try:
-                _writing(lambda: self._fit(cfg, run))
+                result = _writing(lambda: self._fit(cfg, run))
             except KeyboardInterrupt:
                 self._record_interrupt(cfg, run)
                 raise
-            if self._stopped(run) == "interrupted":
+            if result.interrupted:
                 self._record_interrupt(cfg, run)
             self.evaluate(run)
         return run
@@ -397,7 +400,6 @@ class AbstractExperiment(ABC, Generic[_C]):
             model=cfg.model,
             method=cfg.method,
             seed=cfg.seed,
-            epochs_completed=len(records),
             interrupted=True,
             **self.training_totals(run),
         )
@@ -413,8 +415,9 @@ class AbstractExperiment(ABC, Generic[_C]):
         )
 
     @abstractmethod
-    def _fit(self, config: Any, run: RunDir) -> None:
-        """Train into ``run`` (with :func:`physid.training.train`); no evaluation."""
+    def _fit(self, config: Any, run: RunDir) -> TrainResult:
+        """Train into ``run`` with :func:`physid.training.train` and return its result; no
+        evaluation (the caller evaluates a finished fit and records an interrupted one)."""
 
     @staticmethod
     def _stopped(run: RunDir) -> str | None:

@@ -547,18 +547,11 @@ class _Loop:
                     if limited:
                         break
             except KeyboardInterrupt:
+                # The caller says how to resume (physid.experiment raises FitInterrupted).
                 self.stopped = "interrupted"
                 self.restore(self.good)
                 if self.good["epoch"] >= 0:
                     self.write_checkpoint("interrupted")
-                    kept = f"{self.run.checkpoint_path} holds epoch {self.good['epoch']}"
-                else:
-                    kept = "no epoch finished, nothing to keep yet"
-                console.print(
-                    f"[yellow]interrupted during epoch {epoch}; {kept}: run again with the same "
-                    "options to resume.[/yellow]",
-                    highlight=False,
-                )
 
     def _one_epoch(self, epoch_fn: EpochFn, epoch: int) -> tuple[dict[str, Any], str | None]:
         """Run one epoch: its metrics, and why it failed (``None`` if it did not)."""

@@ -46,7 +46,7 @@ from physid.errors import ConfigError, DataError
 from physid.experiment import DTYPES, AbstractExperiment, BaseConfig, SimulateOptions, option
 from physid.render import write_video
 from physid.runs import RunDir, RunSummary
-from physid.training import load_model_state, train
+from physid.training import TrainResult, load_model_state, train
 
 __all__ = [
     "SYSTEM",
@@ -487,7 +487,7 @@ def _solve(
     )
 
 
-def _train(config: FitConfig, run: RunDir) -> None:
+def _train(config: FitConfig, run: RunDir) -> TrainResult:
     """Fit one model to the three-body data into ``run`` (no evaluation).
 
     The run directory gets ``config.json``, ``metrics.jsonl`` (per epoch: weighted ``loss``,
@@ -515,7 +515,7 @@ def _train(config: FitConfig, run: RunDir) -> None:
     epoch_fn = make_epoch_fn(model, optimizer, data, config, device, dtype)
     # The reference multiplies the learning rate by the decay before every step.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: decay ** (e + 1))
-    train(
+    return train(
         model,
         epoch_fn,
         optimizer=optimizer,
@@ -967,8 +967,8 @@ class ThreeBody(AbstractExperiment[FitConfig]):
             train_end=options.train_end,
         )
 
-    def _fit(self, config: FitConfig, run: RunDir) -> None:
-        _train(config, run)
+    def _fit(self, config: FitConfig, run: RunDir) -> TrainResult:
+        return _train(config, run)
 
     def _evaluate(self, config: FitConfig, run: RunDir) -> RunSummary:
         return _evaluate(config, run, self.training_totals(run))

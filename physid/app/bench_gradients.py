@@ -240,8 +240,8 @@ def _memory(device: torch.device, quick: bool) -> dict[str, Any]:
         "state_bytes": state_bytes,
         "bytes_per_step": slopes,
         "states_per_step": {k: v / state_bytes for k, v in slopes.items()},
-        "naive_over_aca_at_largest": by["physid naive"].backward_peak_bytes
-        / by["physid aca"].backward_peak_bytes,
+        "naive_over_aca_at_largest": float(by["physid naive"].backward_peak_bytes or 0)
+        / float(by["physid aca"].backward_peak_bytes or 1),
     }
 
 

@@ -18,7 +18,6 @@ import signal
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
@@ -117,7 +116,7 @@ class _SystemGroup(TyperGroup):
     def list_commands(self, ctx: Any) -> list[str]:
         return list(registry.names(control=self.kind == "control"))
 
-    def get_command(self, ctx: Any, name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, name: str) -> Any:
         if name not in self.list_commands(ctx):
             return None
         return _LazyCommand(self.kind, name)
@@ -151,7 +150,7 @@ class _ControlGroup(_SystemGroup):
     kind = "control"
 
 
-def _system_command(kind: str, name: str) -> click.Command:
+def _system_command(kind: str, name: str) -> Any:
     from physid.app.options import command_from_options
 
     experiment = registry.get(name)
@@ -358,7 +357,7 @@ def bench_gradients(
 
 
 def _set_options(values: list[str] | None) -> dict[str, Any]:
-    from physid.sweep import parse_value
+    from physid.app.sweep import parse_value
 
     options: dict[str, Any] = {}
     for item in values or []:
@@ -423,11 +422,11 @@ def sweep_run(
 
     Done jobs are skipped; failed or interrupted ones run again and resume.
     Writes OUT/runs/JOB/, OUT/sweep.json, OUT/aggregate.json|md, OUT/plots/.
-    Exit code 1 if a job failed.
+    Exit code 1 if a job failed or was interrupted; 130 if the sweep itself is interrupted.
     """
     from rich.console import Console
 
-    from physid import sweep
+    from physid.app import sweep
 
     base = sweep.load_grid(grid_file) if grid_file is not None else None
     grid = sweep.make_grid(
@@ -461,7 +460,7 @@ def sweep_run(
             console=console,
         )
     except KeyboardInterrupt:
-        raise PhysidError(
+        raise FitInterrupted(
             f"the sweep was interrupted; its running jobs are recorded as interrupted in "
             f"{out / 'sweep.json'}: run the same command again to resume them."
         ) from None
@@ -492,7 +491,7 @@ def sweep_aggregate(
     ] = None,
 ) -> None:
     """Mean ± std over seeds per grid cell of the runs' summary.json; markdown, JSON, plots."""
-    from physid import sweep
+    from physid.app import sweep
 
     if not root.is_dir():
         raise DataError(f"{root} is not a folder.")
@@ -524,7 +523,7 @@ def report_cmd(
     ] = False,
 ) -> None:
     """One static HTML page of every run, sweep, benchmark table and figure under DIR."""
-    from physid.report import build_report
+    from physid.app.report import build_report
 
     if not root.is_dir():
         raise DataError(f"{root} is not a folder.")

@@ -13,7 +13,6 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import click
 import typer
 
 from physid.experiment import Options
@@ -36,7 +35,9 @@ def _parameters(options: type[Options]) -> list[inspect.Parameter]:
             listed = ", ".join(str(c) for c in choices)
             if listed not in help_text:
                 help_text = f"{help_text} ({listed})"
-        annotation = Annotated[hints[f.name], typer.Option(flag, help=help_text)]
+        annotation: Any = Annotated.__class_getitem__(  # type: ignore[attr-defined]
+            (hints[f.name], typer.Option(flag, help=help_text))
+        )
         default = None if f.default is dataclasses.MISSING else f.default
         params.append(
             inspect.Parameter(
@@ -52,9 +53,10 @@ def command_from_options(
     run: Callable[[Options], None],
     *,
     help: str,
-) -> click.Command:
-    """A click command whose options are ``options``' fields; it builds the dataclass from what
-    was typed and calls ``run`` with it. Invalid values raise the dataclass's ConfigError."""
+) -> Any:
+    """A (typer-vendored) click command whose options are ``options``' fields; it builds the
+    dataclass from what was typed and calls ``run`` with it. Invalid values raise the
+    dataclass's ConfigError."""
     params = _parameters(options)
 
     def callback(**kwargs: Any) -> None:
