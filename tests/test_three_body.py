@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import physid.envs  # noqa: F401  (registers physid/ThreeBody-v0)
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
 from physid.envs.three_body import (
     ThreeBodyEnv,
     ThreeBodyParams,
@@ -144,29 +142,6 @@ def test_random_systems_are_reproducible_and_unequal() -> None:
     p3, _ = random_system(4)
     assert p1 == p2 and np.array_equal(y1, y2) and p1 != p3
     assert len(set(p1.masses)) == 3
-
-
-def test_gymnasium_check_env() -> None:
-    env = gym.make("physid/ThreeBody-v0", render_mode="rgb_array", ic_noise=1e-3)
-    with pytest.warns(UserWarning):  # gymnasium warns about the unbounded observation box
-        check_env(env.unwrapped)
-    env.close()
-
-
-def test_env_same_seed_same_rollout() -> None:
-    def rollout(seed: int) -> np.ndarray:
-        env = gym.make("physid/ThreeBody-v0", ic_noise=1e-3)
-        obs, _ = env.reset(seed=seed)
-        out = [obs]
-        for _ in range(5):
-            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-            assert obs.shape == (18,) and np.all(np.isfinite(obs)) and reward == 0.0
-            assert not terminated and not truncated
-            out.append(obs)
-        return np.array(out)
-
-    np.testing.assert_array_equal(rollout(7), rollout(7))
-    assert not np.array_equal(rollout(7), rollout(8))
 
 
 def test_env_steps_follow_the_truth() -> None:
