@@ -155,3 +155,17 @@ def test_bad_inputs_raise_config_errors() -> None:
         H.generate(1)
     with pytest.raises(ConfigError):
         H.simulate_trajectory(np.zeros(6), np.zeros(6), 3)
+
+
+def test_experiment_simulate_writes_the_protocol_data_set(tmp_path) -> None:
+    from physid.models.experiments.hopper import Hopper, SimulateConfig
+
+    opts = SimulateConfig(n_trajectories=4, seed=7, out=str(tmp_path / "h.npz"))
+    assert (SimulateConfig().n_trajectories, SimulateConfig().seed) == (1000, 123)
+    path = Hopper().simulate(opts)
+    assert path == tmp_path / "h.npz"
+    ds = load_dataset(path)
+    np.testing.assert_array_equal(ds.y, H.generate(4, seed=7).y)
+    assert ds.metadata["system"] == "hopper" and ds.metadata["seed"] == 7
+    with pytest.raises(ConfigError):
+        SimulateConfig(n_trajectories=1)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from physid.models.experiments import hopper
 from physid.models.latent_ode import (
     PRESET_SIZES,
     LatentODE,
@@ -19,6 +21,7 @@ from typer.testing import CliRunner
 
 import physid
 from physid.data import subsample_mask
+from physid.runs import RunDir
 
 TINY = LatentODEConfig(
     input_dim=3,
@@ -30,6 +33,7 @@ TINY = LatentODEConfig(
     rec_layers=1,
     z0_units=4,
 )
+EXP = hopper.Hopper()
 
 
 def _batch(b: int = 4, n_times: int = 7, d: int = 3) -> tuple[torch.Tensor, ...]:
@@ -150,19 +154,17 @@ def test_kl_annealing() -> None:
 
 # ---- the experiment ---------------------------------------------------------------------------
 
+TIMINGS = ("seconds", "train_seconds")
+
 
 @pytest.fixture(scope="module")
 def hopper_data(tmp_path_factory):
-    from physid.models.experiments import hopper
-
     path = tmp_path_factory.mktemp("data") / "hopper.npz"
     hopper.simulate(10, seed=1, out=path)
     return path
 
 
-def _tiny_config(tmp_path, data, **kw):
-    from physid.models.experiments.hopper import FitConfig
-
+def _tiny_config(tmp_path, data, **kw) -> hopper.FitConfig:
     options = dict(
         preset="tiny",
         epochs=2,
@@ -175,37 +177,52 @@ def _tiny_config(tmp_path, data, **kw):
         threads=1,
     )
     options.update(kw)
-    return FitConfig(**options)
+    return hopper.FitConfig(**options)
+
+
+def _untimed(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
 
 
 @pytest.mark.parametrize("method", physid.GRADIENT_METHODS)
 def test_two_epoch_fit_records_nfe(tmp_path, hopper_data, method: str) -> None:
-    from physid.models.experiments import hopper
-
-    run = hopper.fit(_tiny_config(tmp_path, hopper_data, method=method, observed=0.2))
-    assert run.name == f"hopper-latent-ode-tiny-obs20-{method}-0"
-    lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    run = EXP.fit(_tiny_config(tmp_path, hopper_data, method=method, observed=0.2))
+    assert isinstance(run, RunDir) and run.name == f"hopper-latent-ode-tiny-obs20-{method}-0"
+    lines = run.read_metrics()
     assert [r["epoch"] for r in lines] == [0, 1]
-    assert all(r["nfe_forward"] > 0 for r in lines)
-    assert all((r["nfe_backward"] > 0) == (method != "naive") for r in lines)
+    n_batches = 2  # 8 training trajectories in batches of 4
+    for r in lines:
+        assert r["nfe_forward"] > 0 and (r["nfe_backward"] > 0) == (method != "naive")
+        # metrics.jsonl holds the epoch's totals; the per-iteration means beside them
+        for key in ("nfe_forward", "nfe_backward", "steps_accepted", "encoder_nfe"):
+            assert r[f"{key}_per_iter"] == pytest.approx(r[key] / n_batches)
     assert "test_mse" in lines[-1]
-    summary = json.loads((run / "summary.json").read_text())
-    assert math.isfinite(summary["test_mse"]) and summary["test_mse_e2"] == pytest.approx(
-        summary["test_mse"] * 100
+    summary = run.read_summary()
+    assert summary.to_dict() == json.loads(run.summary_path.read_text())
+    assert (summary.system, summary.model, summary.method) == ("hopper", "latent-ode", method)
+    assert summary.epochs_completed == 2 and not summary.interrupted
+    assert summary.nfe_forward == sum(r["nfe_forward"] for r in lines)
+    assert summary.nfe_backward == sum(r["nfe_backward"] for r in lines)
+    assert summary.seconds == pytest.approx(sum(r["seconds"] for r in lines))
+    assert summary.train_mse == lines[-1]["train_mse"]
+    assert summary["nfe_forward_per_iter"] == pytest.approx(
+        np.mean([r["nfe_forward_per_iter"] for r in lines])
     )
-    assert (run / "plots" / "reconstruction.png").stat().st_size > 0
+    assert math.isfinite(summary.test_mse) and summary["test_mse_e2"] == pytest.approx(
+        summary.test_mse * 100
+    )
+    assert summary["observed"] == 0.2 and summary["epoch_evaluated"] == 1
+    assert summary["stopped_early"] is False
+    assert (run.plots / "reconstruction.png").stat().st_size > 0
     mask = np.load(run / "test_mask.npy")
     assert mask.shape == (2, 100) and (mask.sum(axis=1) == 20).all()
 
 
 def test_paper_preset_runs_unchanged(tmp_path, hopper_data) -> None:
     """The paper's sizes (the GPU setting) run through the same code; one short epoch here."""
-    from physid.models.experiments import hopper
-    from physid.models.latent_ode import PRESET_SIZES
-
-    run = hopper.fit(_tiny_config(tmp_path, hopper_data, preset="paper", epochs=1))
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["preset"] == "paper" and math.isfinite(summary["test_mse"])
+    run = EXP.fit(_tiny_config(tmp_path, hopper_data, preset="paper", epochs=1))
+    summary = run.read_summary()
+    assert summary["preset"] == "paper" and math.isfinite(summary.test_mse)
     _, model, *_ = hopper._load_run(run)
     assert model.cfg == PRESET_SIZES["paper"]
     assert sum(p.numel() for p in model.parameters()) > 10 * sum(
@@ -213,42 +230,100 @@ def test_paper_preset_runs_unchanged(tmp_path, hopper_data) -> None:
     )
 
 
-def test_same_seed_same_fit(tmp_path, hopper_data) -> None:
-    from physid.models.experiments import hopper
+def test_resumed_fit_equals_a_straight_fit(tmp_path, hopper_data) -> None:
+    """One epoch, then resumed to two, gives the numbers of two epochs in one go (the batch
+    order, the masks and the z0 samples come from checkpointed generators)."""
+    straight = EXP.fit(_tiny_config(tmp_path / "a", hopper_data))
+    EXP.fit(_tiny_config(tmp_path / "b", hopper_data, epochs=1))
+    resumed = EXP.fit(_tiny_config(tmp_path / "b", hopper_data))
+    assert _untimed(resumed.read_metrics()) == _untimed(straight.read_metrics())
+    a, b = straight.read_summary(), resumed.read_summary()
+    assert (a.test_mse, a.train_mse, a.nfe_forward) == (b.test_mse, b.train_mse, b.nfe_forward)
+    assert b.epochs_completed == 2
 
-    a = hopper.fit(_tiny_config(tmp_path / "a", hopper_data, epochs=1))
-    b = hopper.fit(_tiny_config(tmp_path / "b", hopper_data, epochs=1))
-    ra = json.loads((a / "metrics.jsonl").read_text().splitlines()[0])
-    rb = json.loads((b / "metrics.jsonl").read_text().splitlines()[0])
-    assert ra["loss"] == rb["loss"] and ra["test_mse"] == rb["test_mse"]
+
+def test_config_fills_the_preset_in_and_round_trips(tmp_path, hopper_data) -> None:
+    tiny, default = hopper.PRESETS["tiny"], hopper.PRESETS["default"]
+    cfg = hopper.FitConfig(preset="tiny")
+    assert (cfg.epochs, cfg.n_trajectories, cfg.eval_every) == (
+        tiny.epochs,
+        tiny.n_trajectories,
+        tiny.eval_every,
+    )
+    assert hopper.FitConfig(preset="tiny", epochs=7, eval_every=3).epochs == 7
+    cfg = hopper.FitConfig()
+    assert (cfg.epochs, cfg.n_trajectories) == (default.epochs, default.n_trajectories)
+    assert (cfg.model, cfg.method, cfg.rtol, cfg.atol) == ("latent-ode", "aca", 1e-3, 1e-4)
+    assert (cfg.device, cfg.threads, cfg.dtype) == ("auto", None, "float32")
+    assert cfg.run_dir.path == Path("runs") / "hopper-latent-ode-obs10-aca-0"
+    named = hopper.FitConfig(observed=0.5, method="naive", seed=2, run_name="mine", runs_dir="r")
+    assert named.run_dir.path == Path("r") / "mine"
+    assert named.name == "latent-ode-obs50-naive"
+    # the stored config is the resolved one, and reads back equal
+    config = _tiny_config(tmp_path, hopper_data, epochs=1)
+    run = EXP.fit(config)
+    assert hopper.FitConfig.from_run(run) == config
+    assert EXP.evaluate(run).to_dict() == run.read_summary().to_dict()
+    with pytest.raises(physid.ConfigError, match="run_dir"):
+        hopper.FitConfig.from_dict({"run_dir": str(tmp_path)})  # gone: runs_dir + run_name
+
+
+def test_float64_fit(tmp_path, hopper_data) -> None:
+    run = EXP.fit(_tiny_config(tmp_path, hopper_data, epochs=1, dtype="float64"))
+    _, model, data, *_ = hopper._load_run(run)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert data.test.dtype == torch.float64
+    assert math.isfinite(run.read_summary().test_mse)
+
+
+def test_time_limit_stops_early_and_says_so(tmp_path, hopper_data) -> None:
+    run = EXP.fit(_tiny_config(tmp_path, hopper_data, epochs=3, time_limit=1e-6))
+    summary = run.read_summary()
+    assert summary.epochs_completed == 1 and not summary.interrupted
+    assert summary["stopped_early"] is True and summary["epoch_evaluated"] == 0
 
 
 @pytest.fixture(scope="module")
-def fitted_run(tmp_path_factory, hopper_data):
-    from physid.models.experiments import hopper
-
-    return hopper.fit(_tiny_config(tmp_path_factory.mktemp("runs"), hopper_data, epochs=1))
+def fitted_run(tmp_path_factory, hopper_data) -> RunDir:
+    return EXP.fit(_tiny_config(tmp_path_factory.mktemp("runs"), hopper_data, epochs=1))
 
 
 def test_render_writes_a_video(tmp_path, fitted_run, hopper_data) -> None:
-    from physid.models.experiments import hopper
-
-    out = hopper.render(fitted_run, tmp_path / "hopper.mp4", width=64, height=48)
-    assert out.stat().st_size > 1000
     import imageio.v3 as iio
 
+    out = EXP.render(fitted_run, tmp_path / "hopper.mp4", index=1, width=64, height=48)
+    assert out == tmp_path / "hopper.mp4" and out.stat().st_size > 1000
     frames = iio.imread(out)
-    assert frames.shape[0] == 100 and frames.shape[2] == 128
-    out2 = hopper.render_dataset(hopper_data, tmp_path / "data.mp4", width=64, height=48)
+    assert frames.shape[0] == 100 and frames.shape[1:3] == (48, 128)  # truth | model
+    with pytest.raises(physid.ConfigError):
+        EXP.render(fitted_run, tmp_path / "x.mp4", index=2)  # 2 test trajectories
+    out2 = EXP.render_dataset(hopper_data, tmp_path / "data.mp4", trajectory=3)
     assert out2.stat().st_size > 1000
+    assert iio.imread(out2).shape[:3] == (100, 240, 320)
+    with pytest.raises(physid.ConfigError):
+        EXP.render_dataset(hopper_data, tmp_path / "x.mp4", trajectory=10)
 
 
-def test_bad_options_are_config_errors(tmp_path, hopper_data) -> None:
-    from physid.models.experiments import hopper
-
-    for bad in ({"method": "euler"}, {"preset": "huge"}, {"observed": 0.0}, {"solver": "rk45"}):
-        with pytest.raises(physid.ConfigError):
-            hopper.fit(_tiny_config(tmp_path, hopper_data, **bad))
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"method": "euler"},
+        {"preset": "huge"},
+        {"observed": 0.0},
+        {"solver": "rk45"},
+        {"model": "lstm"},
+        {"normalisation": "zscore"},
+        {"eval_every": 0},
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lr_decay": 1.5},
+        {"dtype": "float16"},
+        {"n_trajectories": 1},
+    ],
+)
+def test_bad_options_are_config_errors(bad) -> None:
+    with pytest.raises(physid.ConfigError):
+        hopper.FitConfig(**{"preset": "tiny", **bad})
 
 
 def test_cli_simulate_fit_evaluate_render(tmp_path, hopper_data, fitted_run) -> None:
@@ -288,7 +363,9 @@ def test_cli_simulate_fit_evaluate_render(tmp_path, hopper_data, fitted_run) -> 
     assert res.exit_code == 0, res.output
     run = tmp_path / "runs" / "hopper-latent-ode-tiny-obs50-seminorm-0"
     assert run.is_dir() and res.output.strip().endswith(run.name)
-    assert runner.invoke(app, ["evaluate", str(fitted_run)]).exit_code == 0
+    res = runner.invoke(app, ["evaluate", str(fitted_run)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["test_mse"] == fitted_run.read_summary().test_mse
     video = tmp_path / "v.mp4"
     res = runner.invoke(app, ["render", str(fitted_run), "-o", str(video)])
     assert res.exit_code == 0, res.output
