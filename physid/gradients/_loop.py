@@ -95,8 +95,8 @@ def _fail(status: SolverStatus, t: float, h: float, tol: Tolerances, detail: str
         ),
         SolverStatus.NON_FINITE: "the dynamics produced NaN or inf; check the model and state",
         SolverStatus.NON_FINITE_STEP_SIZE: (
-            "the error norm of the state or its derivative overflowed, or the controller returned "
-            "NaN; check the scale of the state and of func, or pass first_step"
+            "give atol > 0, check the scale of the state and of func (an error norm may overflow) "
+            "and the controller, or pass first_step"
         ),
     }
     msg = f"ODE solve failed at t={t:.6g} with step size {h:.3g}: {detail}; {hints[status]}."
@@ -361,7 +361,12 @@ def integrate(
     hf = arith.value(h)
     if not math.isfinite(hf):
         raise _fail(
-            SolverStatus.NON_FINITE_STEP_SIZE, tf, hf, tol, "the initial step size is not finite"
+            SolverStatus.NON_FINITE_STEP_SIZE,
+            tf,
+            hf,
+            tol,
+            "the initial step size is not finite (with atol=0 a zero component of y0 makes its "
+            "scaled norm 0/0)",
         )
     abs_y = torch.abs(y) if adaptive else y
     attempts = 0
