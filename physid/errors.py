@@ -46,12 +46,19 @@ class TrainingError(PhysidError, RuntimeError):
 
 
 class SolverStatus(enum.IntEnum):
-    """How an ODE solve ended."""
+    """How an ODE solve ended.
+
+    ``STEP_SIZE_UNDERFLOW``: the step shrank below a few units in the last place of ``t`` (in
+    ``t``'s dtype). ``NON_FINITE``: the state or its derivative became NaN or inf.
+    ``NON_FINITE_STEP_SIZE``: the step size itself became NaN or inf (an overflowing error norm
+    in the initial-step guess, or a controller's factor).
+    """
 
     SUCCESS = 0
     MAX_STEPS_REACHED = 1
     STEP_SIZE_UNDERFLOW = 2
     NON_FINITE = 3
+    NON_FINITE_STEP_SIZE = 4
 
 
 class SolverError(PhysidError, RuntimeError):

@@ -13,7 +13,7 @@ from torch import nn
 
 import physid
 from physid.controllers import IController, RMSNorm
-from physid.gradients._loop import Count, Tolerances, Trace, integrate
+from physid.gradients._loop import Count, GraphFreeArithmetic, Tolerances, Trace, integrate
 from physid.solvers import get_tableau
 from physid.solvers.rk import GraphRKStepper, RKStepper
 
@@ -100,8 +100,7 @@ def _frozen_reference(f, y0, t, tol, solver="dopri5"):
         integrate(
             f,
             y0.detach().reshape(-1),
-            t.tolist(),
-            RKStepper(tab, y0, t.dtype),
+            GraphFreeArithmetic(RKStepper(tab, y0, t.dtype), t.tolist()),
             IController(),
             RMSNorm(),
             Tolerances(tol, tol, 10_000, None, None),

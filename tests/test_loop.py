@@ -10,7 +10,7 @@ import torch
 import physid
 from physid.controllers import AbstractController, IController, PIController, RMSNorm
 from physid.errors import ConfigError, SolverError, SolverStatus
-from physid.gradients._loop import Count, Tolerances, Trace, integrate
+from physid.gradients._loop import Count, GraphFreeArithmetic, Tolerances, Trace, integrate
 from physid.solvers import get_tableau
 from physid.solvers.rk import RKStepper
 
@@ -56,8 +56,7 @@ def _run(
     outs, _ = integrate(
         func,
         y0,
-        list(t),
-        stepper,
+        GraphFreeArithmetic(stepper, list(t)),
         controller,
         RMSNorm(),
         Tolerances(1e-6, 1e-6, max_steps, first_step, None),
