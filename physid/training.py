@@ -558,7 +558,7 @@ class _Loop:
         try:
             raw = epoch_fn(epoch)
         except SolverError as exc:
-            if exc.status != SolverStatus.NON_FINITE:
+            if exc.status not in (SolverStatus.NON_FINITE, SolverStatus.NON_FINITE_STEP_SIZE):
                 raise
             return {}, f"the solver met a non-finite state ({exc})"
         metrics = {str(k): _number(v) for k, v in dict(raw).items()}
