@@ -4,6 +4,7 @@ as HTML and, when Debian's chromium is installed, as a screenshot from a real he
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -14,10 +15,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from physid import sweep
+from physid.app import sweep
 from physid.app.cli import app
+from physid.app.report import build_report, markdown_to_html
 from physid.errors import DataError
-from physid.report import build_report, markdown_to_html
+from physid.runs import RunSummary
 
 runner = CliRunner()
 
@@ -113,7 +115,7 @@ def results(tmp_path) -> Path:
     _json(bad / "config.json", {"system": "three-body", "model": "ode", "method": "adjoint"})
     (bad / "metrics.jsonl").write_text("")
     _json(bad / "status.json", {"state": "failed", "error": "the solver gave up at t=0.87"})
-    sweep.aggregate(sw)
+    sweep.aggregate(sw, metrics=["test_mse", "nfe_forward"])
     _json(
         sw / "sweep.json",
         {
@@ -137,7 +139,8 @@ def results(tmp_path) -> Path:
         ctl / "config.json",
         {"system": "acrobot", "model": "symoden", "method": "adjoint", "seed": 0},
     )
-    _json(ctl / "summary.json", {"test_loss": 0.002, "nfe_backward_total": 1234})
+    summary = RunSummary("acrobot", "symoden", "adjoint", 0, test_mse=0.002, nfe_backward=1234)
+    _json(ctl / "summary.json", summary.to_dict())
     _json(
         ctl / "control" / "control.json",
         {
@@ -194,16 +197,44 @@ def test_report_of_an_empty_folder_says_so(tmp_path):
         build_report(tmp_path)
 
 
-def test_markdown_subset():
+def test_markdown_rendering():
+    """markdown-it-py's CommonMark and pipe tables, headings shifted, numeric cells marked,
+    raw HTML escaped."""
     out = markdown_to_html(
-        "# Title\n\nSome `code` and **bold**.\n\n| a | b |\n|---|--:|\n| x | 1.5 |\n\n"
-        "- one\n- two\n\n```\nraw <tag>\n```\n"
+        "# Title\n\nSome `code` and **bold**.\n\n| a | b |\n|---|--:|\n| x | 1.5 |\n"
+        "| 2 ± 0.1 | y |\n\n- one\n- two\n\n```\nraw <tag>\n```\n\n<script>x</script>\n"
     )
-    assert "<h2>Title</h2>" in out
+    assert "<h2>Title</h2>" in out and "<h1>" not in out
     assert "<code>code</code>" in out and "<strong>bold</strong>" in out
-    assert "<th>a</th><th>b</th>" in out and '<td class="num">1.5</td>' in out
-    assert "<li>one</li><li>two</li>" in out
-    assert "<pre>raw &lt;tag&gt;</pre>" in out
+    parsed = _Tables()
+    parsed.feed(out)
+    assert parsed.tables == [[["a", "b"], ["x", "1.5"], ["2 ± 0.1", "y"]]]
+    assert '<td class="num">1.5</td>' in out and '<td class="num">2 ± 0.1</td>' in out
+    assert "<td>x</td>" in out and '<th class="num">b</th>' in out
+    assert re.search(r"<li>one</li>\s*<li>two</li>", out)
+    assert re.search(r"<pre><code>raw &lt;tag&gt;\s*</code></pre>", out)
+    assert "<script>" not in out and "&lt;script&gt;" in out
+
+
+def test_markdown_links_and_images_are_relative_to_the_page(tmp_path):
+    from physid.app.report.page import Page
+
+    folder = tmp_path / "results" / "bench"
+    _png(folder / "fig one.png")
+    page = Page(tmp_path / "results", tmp_path / "site" / "index.html", embed_run_plots=False)
+    out = markdown_to_html(
+        "See [the table](sub/t.md#row), [docs](https://example.org/a) and [top](#top).\n\n"
+        "![the figure](fig%20one.png)\n",
+        page=page,
+        base=folder,
+    )
+    parsed = _Tables()
+    parsed.feed(out)
+    assert parsed.links == ["../results/bench/sub/t.md#row", "https://example.org/a", "#top"]
+    assert len(parsed.images) == 1 and parsed.images[0].startswith("data:image/png;base64,")
+    assert "<figcaption>the figure</figcaption>" in out
+    assert "<p><figure>" not in out  # an image alone is a figure, not a paragraph
+    assert (folder / "fig one.png").resolve() in page.used_images
 
 
 def test_cli_report(results, tmp_path):

@@ -1,4 +1,5 @@
-"""physid sweep: grids, jobs as processes, rerun/skip, failures, aggregation, Ray, the CLI.
+"""physid sweep: grids, jobs as processes, rerun/skip, failures, interrupts, aggregation, Ray,
+the CLI.
 
 The fits are tiny (three-body ``ode``, 40 training points, 1 epoch, rtol 1e-5): each job is a
 Python process of a few seconds, most of it importing torch.
@@ -12,18 +13,21 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from physid import sweep
+from physid.app import registry, sweep
 from physid.app.cli import app
+from physid.app.sweep import process
 from physid.errors import ConfigError, DataError, MissingDependencyError
+from physid.runs import RunSummary
 
 runner = CliRunner()
-TIMING_KEYS = {"seconds", "wall_seconds"}
+TIMING_KEYS = {"seconds", "wall_seconds", "train_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +88,24 @@ def test_expand_names_every_job_and_places_its_run(tmp_path, tiny_data):
     assert job.config["progress"] is False and job.config["threads"] == 1
 
 
-def test_systems_without_a_model_option_and_with_run_dir(tmp_path):
-    jobs = sweep.expand(sweep.make_grid(["hopper"], methods=["aca"], seeds=[3]), tmp_path)
-    assert [j.name for j in jobs] == ["hopper-latent-ode-aca-3"]
-    assert Path(jobs[0].config["run_dir"]) == tmp_path.resolve() / "runs" / jobs[0].name
-    assert "model" not in jobs[0].config
-    with pytest.raises(ConfigError, match="acrobot is fitted with model 'symoden', not 'ode'"):
-        sweep.expand(sweep.make_grid(["acrobot"], models=["ode"]), tmp_path)
+@pytest.mark.parametrize("system", registry.names())
+def test_every_system_expands_with_its_defaults(tmp_path, system):
+    """Model, method and seed default to the system's Config defaults; every job is placed
+    with runs_dir/run_name and its options build the system's Config."""
+    config_cls = registry.get(system).Config
+    defaults = config_cls()
+    jobs = sweep.expand(sweep.make_grid([system], methods=["aca"], seeds=[3]), tmp_path)
+    assert [j.name for j in jobs] == [f"{system}-{defaults.model}-aca-3"]
+    job = jobs[0]
+    assert job.config["model"] == defaults.model and job.config["run_name"] == job.name
+    assert Path(job.config["runs_dir"]) / job.name == tmp_path.resolve() / "runs" / job.name
+    assert config_cls.from_dict(job.config).run_dir.path == Path(job.run_dir)
+
+
+def test_a_model_the_system_does_not_fit(tmp_path):
+    message = "job three-body-gru-aca-0: model must be one of ode, .*, got 'gru'"
+    with pytest.raises(ConfigError, match=message):
+        sweep.expand(sweep.make_grid(["three-body"], models=["gru"]), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +261,7 @@ def test_a_crashing_job_process_is_recorded(tmp_path, tiny_data, monkeypatch):
     def command(job_file: Path) -> list[str]:
         return [sys.executable, "-c", scripts[job_file.parent.name]]
 
-    monkeypatch.setattr(sweep, "_job_command", command)
+    monkeypatch.setattr(process, "job_command", command)
     result = sweep.run_sweep(_grid(tiny_data), tmp_path / "s", workers=2, progress=False)
     crashed = result.outcomes["three-body-ode-aca-0"]
     assert crashed["state"] == "failed"
@@ -273,14 +288,82 @@ def test_an_interrupted_sweep_stops_its_jobs_and_resumes_them(tmp_path, tiny_dat
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "interrupted" and "SIGTERM" in status["error"]
     assert json.loads((tmp_path / "sweep.json").read_text())["state"] == "interrupted"
-    assert not sweep._LIVE
+    assert not process._LIVE
 
-    done = len((run / "metrics.jsonl").read_text().splitlines())
+    metrics = run / "metrics.jsonl"  # none yet if it was stopped during its first epoch
+    done = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
     grid = sweep.make_grid(["three-body"], methods=["aca"], options=_options(tiny_data, epochs=1))
     again = sweep.run_sweep(grid, tmp_path, workers=1, progress=False)
     assert again.outcomes["three-body-ode-aca-0"]["state"] == "done"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == max(done, 1)
     assert json.loads((run / "status.json").read_text())["attempt"] == 2
+
+
+def _interrupt_job_when(run: Path, sig: signal.Signals, epochs: int, sweep_thread) -> None:
+    """Send ``sig`` to the job process of ``run`` once ``epochs`` epochs are recorded."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and sweep_thread.is_alive():
+        status = sweep.read_status(run) or {}
+        metrics = run / "metrics.jsonl"
+        done = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+        if status.get("state") == "running" and status.get("pid") and done >= epochs:
+            os.kill(status["pid"], sig)
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the job never reached {epochs} epochs")
+
+
+def _sweep_in_thread(grid, out) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+    thread = threading.Thread(
+        target=lambda: box.update(result=sweep.run_sweep(grid, out, workers=1, progress=False))
+    )
+    thread.start()
+    return thread, box
+
+
+def test_a_job_interrupted_by_sigint_or_sigterm_is_resumed_to_the_same_numbers(tmp_path, tiny_data):
+    """Issue 13: SIGINT or SIGTERM to a job's process records it as interrupted (never done),
+    with the fit's summary saying so; each rerun of the sweep resumes it from its checkpoint,
+    and the finished run equals an uninterrupted one."""
+    epochs = 8
+    grid = sweep.make_grid(
+        ["three-body"], methods=["aca"], seeds=[0], options=_options(tiny_data, epochs=epochs)
+    )
+    name = "three-body-ode-aca-0"
+    reference = sweep.run_sweep(grid, tmp_path / "reference", workers=1, progress=False)
+    assert reference.outcomes[name]["state"] == "done"
+    expected = json.loads((tmp_path / "reference" / "runs" / name / "summary.json").read_text())
+    assert expected["epochs_completed"] == epochs and expected["interrupted"] is False
+
+    out = tmp_path / "interrupted"
+    run = out / "runs" / name
+    for attempt, (sig, after) in enumerate(((signal.SIGINT, 2), (signal.SIGTERM, 4)), 1):
+        thread, box = _sweep_in_thread(grid, out)
+        _interrupt_job_when(run, sig, after, thread)
+        thread.join(timeout=300)
+        result = box["result"]
+        assert result.outcomes[name]["state"] == "interrupted" and result.failed == [name]
+        status = json.loads((run / "status.json").read_text())
+        assert status["state"] == "interrupted" and status["attempt"] == attempt
+        assert f"interrupted by {sig.name}" in status["error"]
+        assert "run the sweep again to resume it" in status["error"]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["interrupted"] is True
+        assert after <= summary["epochs_completed"] < epochs
+        record = json.loads((out / "sweep.json").read_text())
+        assert record["counts"]["interrupted"] == 1 and record["counts"]["done"] == 0
+        assert result.aggregate is None  # an interrupted run is not aggregated
+
+    finished = sweep.run_sweep(grid, out, workers=1, progress=False)
+    assert finished.outcomes[name]["state"] == "done" and finished.outcomes[name]["ran"]
+    assert json.loads((run / "status.json").read_text())["attempt"] == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] is False and summary["epochs_completed"] == epochs
+    assert summary["test_mse"] == expected["test_mse"]
+    assert summary["masses"] == expected["masses"]
+    assert _numbers(summary) == _numbers(expected)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == epochs
 
 
 def test_aggregate_equals_a_hand_computation(tmp_path):
@@ -297,8 +380,16 @@ def test_aggregate_equals_a_hand_computation(tmp_path):
         cfg = {"system": "three-body", "model": "ode", "method": method, "seed": seed}
         (run / "config.json").write_text(json.dumps(cfg))
         nfe = 100 * (seed + 1)
-        summary = {**cfg, "test_mse": mse, "nfe_forward": nfe, "masses": [1, 2], "ok": True}
-        (run / "summary.json").write_text(json.dumps(summary))
+        summary = RunSummary(
+            **cfg, test_mse=mse, nfe_forward=nfe, extras={"masses": [1, 2], "ok": True}
+        )
+        (run / "summary.json").write_text(json.dumps(summary.to_dict()))
+    interrupted = tmp_path / "runs" / "three-body-ode-aca-9"
+    interrupted.mkdir()
+    cfg = {"system": "three-body", "model": "ode", "method": "aca", "seed": 9}
+    (interrupted / "config.json").write_text(json.dumps(cfg))
+    summary = RunSummary(**cfg, test_mse=50.0, interrupted=True)
+    (interrupted / "summary.json").write_text(json.dumps(summary.to_dict()))
     failed = tmp_path / "runs" / "three-body-ode-naive-2"
     failed.mkdir()
     (failed / "config.json").write_text(json.dumps({"system": "three-body", "method": "naive"}))
@@ -315,9 +406,16 @@ def test_aggregate_equals_a_hand_computation(tmp_path):
     assert cells["naive"]["metrics"]["test_mse"]["std"] == pytest.approx(math.sqrt(2.0))
     assert cells["aca"]["metrics"]["nfe_forward"]["mean"] == 200.0
     assert "masses" not in cells["aca"]["metrics"] and "ok" not in cells["aca"]["metrics"]
+    # Every summary has the fixed keys: seconds, nfe_backward and epochs_completed (0 here).
     md = (tmp_path / "aggregate.md").read_text().splitlines()
-    assert md[2] == "| three-body | ode | aca | 3 | 0.8 ± 0.36 | 200 ± 100 |"
-    assert md[3] == "| three-body | ode | naive | 2 | 3 ± 1.4 | 150 ± 71 |"
+    assert md[0] == (
+        "| system | model | method | n | test_mse | seconds | nfe_forward | nfe_backward "
+        "| epochs_completed |"
+    )
+    assert (
+        md[2] == "| three-body | ode | aca | 3 | 0.8 ± 0.36 | 0 ± 0 | 200 ± 100 | 0 ± 0 | 0 ± 0 |"
+    )
+    assert md[3] == "| three-body | ode | naive | 2 | 3 ± 1.4 | 0 ± 0 | 150 ± 71 | 0 ± 0 | 0 ± 0 |"
     with pytest.raises(DataError, match="no finished run directory"):
         sweep.aggregate(tmp_path / "runs" / "three-body-ode-naive-2")
 
@@ -387,7 +485,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_cli_failed_jobs_exit_1_with_a_summary(tmp_path, tiny_data, monkeypatch):
     monkeypatch.setattr(
-        sweep, "_job_command", lambda f: [sys.executable, "-c", "raise SystemExit(4)"]
+        process, "job_command", lambda f: [sys.executable, "-c", "raise SystemExit(4)"]
     )
     args = ["sweep", "run", "-s", "three-body", "--method", "aca", "--no-progress"]
     args += ["--out", str(tmp_path), "--set", f"data={json.dumps(str(tiny_data))}"]
@@ -413,5 +511,7 @@ def test_cli_aggregate(local_sweep, tmp_path):
 
 
 def test_job_main_usage():
-    assert sweep._job_main([]) == 2
-    assert os.path.basename(sweep._job_command(Path("x/job.json"))[-1]) == "job.json"
+    assert process.job_main([]) == 2
+    command = process.job_command(Path("x/job.json"))
+    assert command[-3:-1] == ["-m", "physid.app.sweep"]
+    assert os.path.basename(command[-1]) == "job.json"
