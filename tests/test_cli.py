@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from physid.app.cli import app, system_module
+from physid.app import registry
+from physid.app.cli import app
 from physid.errors import ConfigError
 
 runner = CliRunner()
@@ -75,11 +76,12 @@ def test_usage_errors_are_one_line() -> None:
     assert "Missing argument" in _one_error_line(result)
 
 
-def test_system_module_rejects_bad_names() -> None:
-    with pytest.raises(ConfigError):
-        system_module("../etc")
-    with pytest.raises(ConfigError, match="knows no system"):
-        system_module("no-such-system")
+def test_the_registry_rejects_unknown_names() -> None:
+    for name in ("../etc", "no-such-system", "", "Three-Body"):
+        with pytest.raises(ConfigError, match="knows no system"):
+            registry.get(name)
+    assert registry.names() == ("three-body", "acrobot", "hopper")
+    assert registry.names(control=True) == ("acrobot",)
 
 
 def test_python_dash_m() -> None:
