@@ -427,6 +427,7 @@ def sweep_run(
     from rich.console import Console
 
     from physid.app import sweep
+    from physid.app.sweep.grid import check_out
 
     base = sweep.load_grid(grid_file) if grid_file is not None else None
     grid = sweep.make_grid(
@@ -442,6 +443,7 @@ def sweep_run(
             out = Path(grid.out)
         else:
             out = Path("sweeps") / (grid_file.stem if grid_file is not None else "sweep")
+    out = check_out(out)
     console = Console(width=max(Console().width, 120))
     if dry_run:
         for job in sweep.expand(grid, out):

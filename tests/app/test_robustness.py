@@ -246,3 +246,16 @@ def test_pickle_payload_helper_is_not_importable_by_weights_only(tmp_path: Path)
     with pytest.raises(DataError):
         load_torch(tmp_path / "x.pt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("out", ["/", ""])
+def test_a_sweep_never_writes_to_a_root(out: str, tmp_path: Path) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text(f'out = "{out}"\n[grid]\nsystems = ["three-body"]\nseeds = [0]\n')
+    line = _fails_in_one_line(["sweep", "run", str(grid), "--dry-run"])
+    assert "root" in line or "empty" in line
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[grid]\nsystems = ["three-body"]\nseeds = [0]\n')
+    for args in (["--out", str(grid)], ["--out", "/"], ["--out", "/", "--dry-run"]):
+        line = _fails_in_one_line(["sweep", "run", str(plain), *args])
+        assert "root" in line or "is a file" in line

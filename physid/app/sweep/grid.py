@@ -109,6 +109,8 @@ def _parse_grid(raw: Mapping[str, Any], where: str) -> Grid:
     out = raw.get("out")
     if out is not None and not isinstance(out, str):
         raise ConfigError(f"{where}: 'out' must be a path (a string).")
+    if out is not None:
+        check_out(out, f"{where}: 'out'")
     return Grid(
         systems=tuple(str(s) for s in systems),
         axes=_axes_from(common, where),
@@ -117,6 +119,25 @@ def _parse_grid(raw: Mapping[str, Any], where: str) -> Grid:
         system_options={s: dict(t) for s, t in per_system_options.items()},
         out=out,
     )
+
+
+def check_out(out: str | os.PathLike[str], what: str = "the sweep's output folder") -> Path:
+    """``out`` as a path, if a sweep may write there: not empty, not a file-system root and
+    not an existing file.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    text = os.fspath(out)
+    path = Path(text)
+    if not text.strip():
+        raise ConfigError(f"{what} is empty; name a folder for the sweep.")
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor):
+        raise ConfigError(f"{what} is {text!r}, a file-system root; name a folder of its own.")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {text!r} is a file, not a folder.")
+    return path
 
 
 def _tomllib() -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 from physid._io import save_json
 from physid.app.sweep.aggregate import aggregate, format_aggregate
-from physid.app.sweep.grid import Grid
+from physid.app.sweep.grid import Grid, check_out
 from physid.app.sweep.jobs import SWEEP_FORMAT, Job, expand
 from physid.app.sweep.process import execute_job, stop_all
 from physid.app.sweep.status import STATES, is_done, now, one_line, read_status, running_pid
@@ -221,7 +221,7 @@ def run_sweep(
     """
     from physid.progress import make_progress
 
-    out_dir = Path(out).resolve()
+    out_dir = check_out(out).resolve()
     jobs = expand(grid, out_dir)
     if workers is None:
         workers = os.cpu_count() or 1
