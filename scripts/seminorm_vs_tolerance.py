@@ -147,17 +147,12 @@ def measure(
         peers = []
     rows: list[dict[str, Any]] = []
     for run in runs:
-        model, config, raw = acrobot.load_run(run)
+        model, config = acrobot.load_run(run)
         if fresh is not None:
             torch.manual_seed(0)
             model = build_symoden(fresh)
         model = model.double()
-        splits = acrobot.load_splits(
-            raw["data_path"],
-            window=config.window,
-            split_seed=config.split_seed,
-            dtype=torch.float64,
-        )
+        splits = acrobot.run_splits(run, config, dtype=torch.float64)
         t = splits.t_window
         gen = torch.Generator().manual_seed(0)
         batches = [

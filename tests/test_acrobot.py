@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +31,7 @@ from physid.envs.acrobot import (
 from physid.models.experiments import acrobot as experiment
 from typer.testing import CliRunner
 
+import physid
 from physid.app.cli import app
 from physid.data import load_dataset
 from physid.errors import ConfigError, DataError
@@ -183,41 +186,126 @@ def test_load_splits_rejects_other_data(tmp_path) -> None:
 
 # ---- fit ----------------------------------------------------------------------------------------
 
+EXP = experiment.Acrobot()
+TINY = {"n_per_control": 2, "n_steps": 10, "max_batches": 1, "batch_size": 8, "progress": False}
+
+
+def _tiny(tmp_path: Path, **options: Any) -> experiment.FitConfig:
+    return experiment.FitConfig(
+        **{
+            "epochs": 2,
+            "runs_dir": str(tmp_path / "runs"),
+            "data_dir": str(tmp_path / "data"),
+            **TINY,
+            **options,
+        }
+    )
+
 
 @pytest.mark.parametrize("method", ["naive", "adjoint", "seminorm", "aca"])
 def test_tiny_fit_records_nfe(tmp_path, method: str) -> None:
-    config = experiment.FitConfig(
-        method=method,
-        epochs=2,
-        n_per_control=2,
-        n_steps=10,
-        max_batches=1,
-        batch_size=8,
-        runs_dir=str(tmp_path / "runs"),
-        data_dir=str(tmp_path / "data"),
-        progress=False,
-    )
-    run = experiment.fit(config)
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    config = _tiny(tmp_path, method=method)
+    run = EXP.fit(config)
+    assert run.path == tmp_path / "runs" / f"acrobot-symoden-{method}-0"
+    lines = run.read_metrics()
     assert [r["epoch"] for r in lines] == [0, 1]
     for r in lines:
         assert r["nfe_forward"] > 0 and math.isfinite(r["loss"]) and math.isfinite(r["val_loss"])
         assert (r["nfe_backward"] > 0) == (method != "naive")
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["nfe_backward_total"] == sum(r["nfe_backward"] for r in lines)
-    assert math.isfinite(summary["test_loss"]) and summary["n_parameters"] > 0
+    summary = run.read_summary()
+    # the fixed keys: per-epoch totals summed, the best epoch's training loss
+    assert summary.nfe_backward == sum(r["nfe_backward"] for r in lines)
+    assert summary.nfe_forward == sum(r["nfe_forward"] for r in lines)
+    assert summary.epochs_completed == 2 and summary.interrupted is False
+    best = min(lines, key=lambda r: r["val_loss"])
+    assert summary["best_epoch"] == best["epoch"] and summary["best_val_loss"] == best["val_loss"]
+    assert summary.train_mse == best["loss"]
+    assert math.isfinite(summary.test_mse) and summary["n_parameters"] == 13_960
+    assert summary["batches_total"] == 2 and summary["preset"] == "default"
+    assert summary["test_trajectory_mse"] > 0 and summary["horizon_seconds"] == pytest.approx(0.5)
+    assert not (run / "evaluation.json").exists()
     if method in ("adjoint", "seminorm"):
         trace = np.load(run / "backward_trace.npz")
-        assert len(trace["eval_t"]) == summary["nfe_backward_total"]
-        assert trace["step_accepted"].sum() == summary["backward_steps_accepted_total"]
+        assert len(trace["eval_t"]) == summary.nfe_backward
+        assert trace["step_accepted"].sum() == summary["backward_steps_accepted"]
+    # the resolved options round-trip through config.json
+    assert experiment.FitConfig.from_run(run) == config
 
 
-def test_fit_config_rejects_bad_options() -> None:
+def test_evaluate_recomputes_the_summary_and_test_mse_is_the_test_window_loss(tmp_path) -> None:
+    run = EXP.fit(_tiny(tmp_path, method="aca"))
+    written = run.read_summary()
+    again = EXP.evaluate(run)
+    assert again.to_dict() == written.to_dict()
+    # test_mse: the training's window loss over every test window, with the best model
+    model, config = experiment.load_run(run)
+    splits = experiment.run_splits(run, config)
+    with torch.no_grad():
+        pred = physid.odeint(
+            model, splits.test[:, 0], splits.t_window, method="aca", rtol=1e-4, atol=1e-4
+        )
+    assert written.test_mse == pytest.approx(float(experiment.window_loss(pred, splits.test)))
+
+
+def test_resume_continues_to_the_same_numbers(tmp_path) -> None:
+    """A run fitted for 2 epochs and resumed to 3 ends as a run fitted for 3 at once."""
+    resumed = EXP.fit(_tiny(tmp_path, method="aca", run_name="resumed"))
+    resumed = EXP.fit(_tiny(tmp_path, method="aca", run_name="resumed", epochs=3))
+    direct = EXP.fit(_tiny(tmp_path, method="aca", run_name="direct", epochs=3))
+    keys = ("loss", "val_loss", "nfe_forward", "nfe_backward")
+    a, b = resumed.read_metrics(), direct.read_metrics()
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    assert resumed.read_summary().test_mse == direct.read_summary().test_mse
+
+
+def test_presets_resolve_epochs_and_data_size() -> None:
+    default, paper = experiment.FitConfig(), experiment.FitConfig(preset="paper")
+    assert (default.epochs, default.n_per_control) == (30, 32)
+    assert (paper.epochs, paper.n_per_control) == (50, 128)
+    explicit = experiment.FitConfig(preset="paper", epochs=3, n_per_control=4)
+    assert (explicit.epochs, explicit.n_per_control) == (3, 4)
+    # config.json records the resolved values (a run resumes whatever the preset's defaults)
+    assert paper.to_dict()["epochs"] == 50 and paper.to_dict()["n_per_control"] == 128
+    assert default.method == "adjoint" and default.rtol == default.atol == 1e-4
+    assert default.dtype == "float32" and default.threads == 1 and default.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "euler"},
+        {"preset": "huge"},
+        {"model": "ode"},
+        {"window": 40},
+        {"epochs": 0},
+        {"n_per_control": 0},
+        {"max_batches": 0},
+        {"device": "tpu"},
+    ],
+)
+def test_fit_config_rejects_bad_options(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
-        experiment.FitConfig(method="euler")
-    with pytest.raises(ConfigError):
-        experiment.FitConfig(preset="huge")
-    assert experiment.FitConfig.paper().preset == "paper"
+        experiment.FitConfig(**options)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_fit_on_a_missing_gpu_is_a_config_error(tmp_path) -> None:
+    config = _tiny(tmp_path, device="cuda")
+    with pytest.raises(ConfigError, match="CUDA"):
+        EXP.fit(config)
+    assert not config.run_dir.path.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_on_the_gpu_matches_the_cpu(tmp_path) -> None:
+    """Model, data and time grid all move to the device: the same numbers up to round-off."""
+    common = {"method": "adjoint", "dtype": "float64", "epochs": 1}
+    cpu = EXP.fit(_tiny(tmp_path, run_name="cpu", **common))
+    gpu = EXP.fit(_tiny(tmp_path, run_name="gpu", device="cuda", **common))
+    a, b = cpu.read_metrics()[0], gpu.read_metrics()[0]
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-8)
+    assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-6)
+    assert gpu.read_summary().test_mse == pytest.approx(cpu.read_summary().test_mse, rel=1e-6)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
@@ -230,50 +318,49 @@ def test_cli_simulate_fit_evaluate_control_render(tmp_path) -> None:
         app, ["simulate", "acrobot", "--n-per-control", "2", "--n-steps", "10", "--out", str(data)]
     )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(
-        app,
-        [
-            "fit",
-            "acrobot",
-            "--method",
-            "aca",
-            "--epochs",
-            "1",
-            "--data",
-            str(data),
-            "--max-batches",
-            "1",
-            "--batch-size",
-            "8",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--no-progress",
-        ],
-    )
+    args = ["fit", "acrobot", "--method", "aca", "--epochs", "1", "--data", str(data)]
+    args += ["--max-batches", "1", "--batch-size", "8", "--runs-dir", str(tmp_path / "runs")]
+    args += ["--run-name", "mine", "--device", "cpu", "--time-limit", "600", "--no-progress"]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    run = tmp_path / "runs" / "acrobot-symoden-aca-0"
-    assert (run / "summary.json").exists()
+    run = tmp_path / "runs" / "mine"
+    assert res.stdout.strip() == str(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["system"] == "acrobot" and summary["method"] == "aca"
     res = runner.invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output
-    assert (run / "evaluation.json").exists()
+    assert json.loads(res.stdout)["test_mse"] == summary["test_mse"]
+    assert not (run / "evaluation.json").exists()
     res = runner.invoke(
         app, ["control", "acrobot", "--run", str(run), "--steps", "4", "--no-video"]
     )
     assert res.exit_code == 0, res.output
     record = json.loads((run / "control" / "control.json").read_text())
     assert record["controller"] == "learned" and record["success"] is False
-    res = runner.invoke(app, ["render", str(run), "-o", str(tmp_path / "run.mp4")])
+    assert record["run"] == str(run) and json.loads(res.stdout)["out"] == str(run / "control")
+    res = runner.invoke(app, ["render", str(run)])
     assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(run / "video.mp4")
     res = runner.invoke(app, ["render", str(data), "-o", str(tmp_path / "data.mp4")])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "run.mp4").stat().st_size > 0 and (tmp_path / "data.mp4").stat().st_size > 0
+    assert (run / "video.mp4").stat().st_size > 0 and (tmp_path / "data.mp4").stat().st_size > 0
 
 
 def test_cli_errors_are_one_line(tmp_path) -> None:
     runner = CliRunner()
-    res = runner.invoke(app, ["fit", "acrobot", "--method", "bogus", "--runs-dir", str(tmp_path)])
-    assert res.exit_code == 1
-    res = runner.invoke(app, ["control", "acrobot"])
-    assert res.exit_code == 1
-    res = runner.invoke(app, ["control", "acrobot", "--run", str(tmp_path / "missing")])
-    assert res.exit_code == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"system": "three-body", "model": "ode"}))
+    for args in (
+        ["fit", "acrobot", "--method", "bogus", "--runs-dir", str(tmp_path)],
+        ["fit", "acrobot", "--preset", "huge", "--runs-dir", str(tmp_path)],
+        ["control", "acrobot", "--oracle", "--run", str(tmp_path)],
+        ["control", "acrobot", "--damping", "1", "--input-damping", "1", "--oracle"],
+        ["control", "acrobot", "--run", str(tmp_path / "missing")],
+        ["control", "acrobot", "--run", str(other)],
+        ["control", "acrobot", "--fit-epochs", "0", "--runs-dir", str(tmp_path)],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, (args, res.output)
+        assert res.stderr.startswith("Error: ") and len(res.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]  # nothing was fitted

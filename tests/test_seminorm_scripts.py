@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from physid.runs import RunDir
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -32,6 +34,11 @@ def tiny_runs(tmp_path_factory) -> Path:
         # a window of 8 points: at least 7 backward steps per batch
         assert row["backward_steps_per_batch"][0] >= 7
         assert row["control_successes"] is None  # no --control (tested in test_acrobot)
+        # the table is read from the runs' summaries (RunSummary's fixed keys)
+        summary = RunDir(base / "runs" / f"acrobot-symoden-{method}-0").read_summary()
+        assert row["test_loss"][0] == summary.test_mse
+        assert row["backward_nfe"][0] == summary.nfe_backward
+        assert row["n_parameters"] == summary["n_parameters"]
     md = (base / "out" / "seminorm.md").read_text()
     assert "swing-up successes" in md
     return base / "runs"
