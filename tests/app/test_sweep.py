@@ -170,7 +170,7 @@ def test_grid_file(tmp_path):
 
 
 def test_example_grids_expand(tmp_path):
-    grids = sorted((Path(__file__).parent.parent / "scripts" / "grids").glob("*.toml"))
+    grids = sorted((Path(__file__).resolve().parents[2] / "scripts" / "grids").glob("*.toml"))
     assert grids
     for path in grids:
         assert sweep.expand(sweep.load_grid(path), tmp_path / path.stem)

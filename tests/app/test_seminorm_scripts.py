@@ -13,7 +13,7 @@ import pytest
 
 from physid.runs import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import reproduce_seminorm  # noqa: E402

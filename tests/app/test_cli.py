@@ -93,6 +93,6 @@ def test_python_dash_m() -> None:
         capture_output=True,
         text=True,
         check=False,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert out.returncode == 0 and out.stdout.startswith("physid ")
