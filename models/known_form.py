@@ -2,12 +2,12 @@
 
 ``KnownFormThreeBody`` is the ACA paper's "ODE" model of the three-body system (Zhuang et al.
 2020, Section 4.4): Newton's equations with the three masses as the only learnable parameters.
-It calls the simulator's own :func:`envs.three_body.dynamics`, so a perfect fit recovers the data
-generator exactly.
+It calls the simulator's own :func:`physid.envs.three_body.dynamics`, so a perfect fit recovers
+the data generator exactly.
 
 ``KnownFormAcrobot`` is the fully-actuated acrobot's manipulator equations with its constants
-unknown, through :func:`envs.acrobot.dynamics`: either the seven physical constants (of which
-motion determines only five combinations, :func:`envs.acrobot.base_parameters`) or those five
+unknown, through :func:`physid.envs.acrobot.dynamics`: either the seven physical constants (of which
+motion determines only five combinations, :func:`physid.envs.acrobot.base_parameters`) or those five
 base parameters themselves. It also gives the energy-shaping controller of
 :mod:`physid.control` its potential, inverse mass matrix and input matrix.
 """
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from physid.envs import acrobot
+from physid.envs.three_body import dynamics
 from torch import nn
 
-from envs import acrobot
-from envs.three_body import dynamics
 from physid.errors import ConfigError
 
 __all__ = ["KnownFormThreeBody", "KnownFormAcrobot"]
@@ -62,9 +62,10 @@ class KnownFormAcrobot(nn.Module):
     """The acrobot's equations of motion with unknown constants.
 
     Args:
-        params: the initial constants: an :class:`envs.acrobot.AcrobotParams`, or a sequence of
-            the 7 :data:`~envs.acrobot.PHYSICAL_PARAMETERS` (``parameterization="physical"``) or of
-            the 5 :data:`~envs.acrobot.BASE_PARAMETERS` (``"base"``).
+        params: the initial constants: an :class:`physid.envs.acrobot.AcrobotParams`, or a
+            sequence of the 7 :data:`~physid.envs.acrobot.PHYSICAL_PARAMETERS`
+            (``parameterization="physical"``) or of the 5
+            :data:`~physid.envs.acrobot.BASE_PARAMETERS` (``"base"``).
         parameterization: ``"physical"``: the learnable parameter ``constants`` holds
             ``m1, m2, l1, lc1, lc2, i1, i2`` (gravity and ``l2`` fixed; motion fixes only five
             combinations of the seven); ``"base"``: it holds ``a1 .. a5``, all identifiable.
