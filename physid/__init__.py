@@ -31,9 +31,13 @@ from physid.gradients import (
     AbstractGradientMethod,
     ACAMethod,
     AdjointMethod,
+    ForwardSensitivityMethod,
     NaiveMethod,
 )
+from physid.jacobian import ODEJacobian, odeint_jacobian
+from physid.lstsq import LMOptions, LMResult, LMState, levenberg_marquardt
 from physid.odeint import GRADIENT_METHODS, SOLVER_NAMES, SUPPORTED_DTYPES, odeint
+from physid.shooting import ShootingResiduals
 from physid.solvers import ButcherTableau
 from physid.stats import SolveStats
 
@@ -46,6 +50,13 @@ except Exception:  # pragma: no cover - not installed
 
 __all__ = [
     "odeint",
+    "odeint_jacobian",
+    "ODEJacobian",
+    "levenberg_marquardt",
+    "LMOptions",
+    "LMResult",
+    "LMState",
+    "ShootingResiduals",
     "SolveStats",
     "SolverError",
     "SolverStatus",
@@ -62,6 +73,7 @@ __all__ = [
     "NaiveMethod",
     "AdjointMethod",
     "ACAMethod",
+    "ForwardSensitivityMethod",
     "ADJOINT",
     "SEMINORM",
     "AbstractController",

@@ -15,12 +15,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from physid.controllers import AbstractController, ConstantController, IController, PIController
+from physid.controllers import AbstractController
 from physid.errors import ConfigError
-from physid.gradients._loop import Tolerances
-from physid.gradients.base import Problem
 from physid.gradients.forward import solve_sensitivities
-from physid.solvers import get_tableau
+from physid.odeint import _build_problem
+from physid.solvers import ButcherTableau
 from physid.stats import SolveStats
 
 __all__ = ["ODEJacobian", "odeint_jacobian"]
@@ -48,9 +47,9 @@ def odeint_jacobian(
     *,
     params: Sequence[Tensor] | None = None,
     wrt_y0: bool = False,
-    solver: str = "dopri5",
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
+    solver: str | ButcherTableau = "dopri5",
+    rtol: float | Tensor = 1e-6,
+    atol: float | Tensor = 1e-8,
     max_steps: int = 10_000,
     first_step: float | None = None,
     step_size: float | None = None,
@@ -94,6 +93,8 @@ def odeint_jacobian(
     ps = list(params)
     if not all(isinstance(p, Tensor) and p.is_floating_point() for p in ps):
         raise ConfigError("params must be floating-point tensors.")
+    if not isinstance(y0, Tensor) or not isinstance(t, Tensor):
+        raise ConfigError("y0 and t must be tensors.")
     with torch.no_grad():
         problem = _build_problem(
             func,
@@ -108,6 +109,7 @@ def odeint_jacobian(
             params=ps,
             stats=stats,
             controller=controller,
+            probe_captured=False,
         )
     sens = solve_sensitivities(
         problem, wrt_y0=wrt_y0, errcon=errcon, sens_atol=sens_atol, tangents=tangents
@@ -116,61 +118,3 @@ def odeint_jacobian(
     if dparams is None:
         dparams = sens.ys.new_zeros((*sens.ys.shape, 0))
     return ODEJacobian(sens.ys, dparams, sens.d_y0)
-
-
-_CONTROLLERS: dict[str, Callable[[], AbstractController]] = {"i": IController, "pi": PIController}
-
-
-def _build_problem(
-    func: Callable[[Tensor, Tensor], Tensor],
-    y0: Tensor,
-    t: Tensor,
-    *,
-    solver: str,
-    rtol: float,
-    atol: float,
-    max_steps: int,
-    first_step: float | None,
-    step_size: float | None,
-    params: Sequence[Tensor],
-    stats: SolveStats | None,
-    controller: str | Callable[[], AbstractController],
-) -> Problem:
-    # TEMPORARY: the validation of physid.odeint, to be shared with it once the engine's input
-    # validation lands on main.
-    import math
-
-    if not isinstance(y0, Tensor) or not y0.is_floating_point():
-        raise ConfigError("y0 must be a floating-point tensor.")
-    if not isinstance(t, Tensor) or t.ndim != 1 or not t.is_floating_point() or len(t) < 1:
-        raise ConfigError("t must be a non-empty 1-D floating-point tensor of output times.")
-    tableau = get_tableau(solver)
-    if len(t) > 1:
-        dt = torch.diff(t)
-        if not (bool((dt > 0).all()) or bool((dt < 0).all())):
-            raise ConfigError("t must be strictly increasing or strictly decreasing.")
-    if not (rtol >= 0 and atol >= 0 and (rtol > 0 or atol > 0)):
-        raise ConfigError("rtol and atol must be non-negative and not both zero.")
-    if first_step is not None and not (math.isfinite(first_step) and first_step != 0):
-        raise ConfigError(f"first_step must be finite and non-zero, got {first_step}.")
-    make_controller: Callable[[], AbstractController]
-    if step_size is not None:
-        make_controller = ConstantController
-    elif not tableau.adaptive:
-        raise ConfigError(f"the fixed-step solver {solver!r} needs step_size.")
-    elif isinstance(controller, str):
-        if controller not in _CONTROLLERS:
-            raise ConfigError(f"unknown controller {controller!r}; choose 'i' or 'pi'.")
-        make_controller = _CONTROLLERS[controller]
-    else:
-        make_controller = controller
-    return Problem(
-        func=func,
-        y0=y0,
-        t=t,
-        tableau=tableau,
-        make_controller=make_controller,
-        tol=Tolerances(rtol, atol, max_steps, first_step, step_size),
-        params=tuple(params),
-        stats=stats if stats is not None else SolveStats(),
-    )

@@ -96,9 +96,12 @@ def odeint(
         t: strictly increasing or decreasing output times ``(T,)``; ``t[0]`` is the initial time.
         method: the gradient method — ``"naive"`` (autograd through the whole adaptive loop; a
             baseline, memory-hungry), ``"adjoint"`` (continuous adjoint), ``"seminorm"`` (adjoint
-            whose backward error norm ignores the parameter channels) or ``"aca"`` (adaptive
-            checkpoint adjoint: exact discrete gradient, the recommended default); or a method
-            object, e.g. ``physid.AdjointMethod(physid.SemiNorm, backward_controller=...)``.
+            whose backward error norm ignores the parameter channels), ``"aca"`` (adaptive
+            checkpoint adjoint: exact discrete gradient, the recommended default) or ``"forward"``
+            (forward sensitivities: the same gradient as ``aca``'s from one augmented forward
+            solve, for few parameters; :mod:`physid.gradients.forward`); or a method object,
+            e.g. ``physid.AdjointMethod(physid.SemiNorm, backward_controller=...)`` or
+            ``physid.ForwardSensitivityMethod(errcon=True)``.
         solver: ``"euler"``, ``"rk2"`` (= ``"midpoint"``), ``"rk4"`` (fixed step; give
             ``step_size``) or ``"heun_euler"``, ``"bosh3"``, ``"dopri5"`` (adaptive); or a
             :class:`~physid.solvers.ButcherTableau`.
@@ -123,6 +126,51 @@ def odeint(
         SolverError: the solve failed (max steps, step-size underflow, a non-finite state or
             step size).
     """
+    grad_method = get_method(method)
+    problem = _build_problem(
+        func,
+        y0,
+        t,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        first_step=first_step,
+        step_size=step_size,
+        params=params,
+        stats=stats,
+        controller=controller,
+        probe_captured=not grad_method.records_graph,
+    )
+    return grad_method.solve(problem)
+
+
+def _build_problem(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor,
+    *,
+    solver: str | ButcherTableau,
+    rtol: float | Tensor,
+    atol: float | Tensor,
+    max_steps: int,
+    first_step: float | None,
+    step_size: float | None,
+    params: Sequence[Tensor] | None,
+    stats: SolveStats | None,
+    controller: str | Callable[[], AbstractController],
+    probe_captured: bool,
+) -> Problem:
+    """Validate the arguments of :func:`odeint` (and :func:`physid.odeint_jacobian`) into a
+    :class:`~physid.gradients.base.Problem`.
+
+    Args:
+        probe_captured: with ``params=None``, evaluate ``func`` once to find the tensors a closure
+            captured (a method that records the graph does not need them listed).
+
+    Raises:
+        ConfigError: see :func:`odeint`.
+    """
     if not isinstance(y0, Tensor) or not y0.is_floating_point():
         raise ConfigError("y0 must be a floating-point tensor.")
     if not isinstance(t, Tensor) or t.ndim != 1 or not t.is_floating_point() or len(t) < 1:
@@ -135,7 +183,6 @@ def odeint(
                 ".float() or .double()."
             )
     tableau = get_tableau(solver)
-    grad_method = get_method(method)
     if len(t) > 1:
         dt = torch.diff(t.detach())
         if not (bool((dt > 0).all()) or bool((dt < 0).all())):
@@ -174,13 +221,13 @@ def odeint(
     f0: Tensor | None = None
     if params is None:
         params = list(func.parameters()) if isinstance(func, nn.Module) else []
-        if not grad_method.records_graph and len(t) > 1 and torch.is_grad_enabled():
+        if probe_captured and len(t) > 1 and torch.is_grad_enabled():
             # find what func closed over; the evaluation is reused as the solve's first
             f0, leaves = probe(func, y0, t)
             known = {id(p) for p in params}
             params = [*params, *(p for p in leaves if id(p) not in known)]
     ps = tuple(p for p in params if isinstance(p, Tensor))
-    problem = Problem(
+    return Problem(
         func=func,
         y0=y0,
         t=t,
@@ -191,4 +238,3 @@ def odeint(
         stats=stats if stats is not None else SolveStats(),
         f0=f0,
     )
-    return grad_method.solve(problem)

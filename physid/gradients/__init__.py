@@ -1,4 +1,4 @@
-"""The four gradient methods, one file each (``seminorm`` is the adjoint with another norm).
+"""The gradient methods, one file each (``seminorm`` is the adjoint with another norm).
 
 :data:`METHODS` is the one registry of method names: ``physid.GRADIENT_METHODS`` lists its keys.
 """
@@ -9,6 +9,7 @@ from physid.errors import ConfigError
 from physid.gradients.aca import ACAMethod
 from physid.gradients.adjoint import ADJOINT, SEMINORM, AdjointMethod
 from physid.gradients.base import AbstractGradientMethod, Problem
+from physid.gradients.forward import ForwardSensitivityMethod
 from physid.gradients.naive import NaiveMethod
 
 __all__ = [
@@ -19,12 +20,13 @@ __all__ = [
     "ACAMethod",
     "AdjointMethod",
     "NaiveMethod",
+    "ForwardSensitivityMethod",
     "ADJOINT",
     "SEMINORM",
 ]
 
 METHODS: dict[str, AbstractGradientMethod] = {
-    m.name: m for m in (NaiveMethod(), ADJOINT, SEMINORM, ACAMethod())
+    m.name: m for m in (NaiveMethod(), ADJOINT, SEMINORM, ACAMethod(), ForwardSensitivityMethod())
 }
 
 

@@ -54,13 +54,14 @@ from torch import Tensor, nn
 
 from physid.controllers.norms import BlockNorm
 from physid.errors import ConfigError
-from physid.gradients._loop import Count, Tolerances, integrate
-from physid.gradients.base import AbstractGradientMethod, Problem
-from physid.solvers.rk import RKStepper
+from physid.gradients._loop import Count, GraphFreeArithmetic, Tolerances, integrate
+from physid.gradients.base import AbstractGradientMethod, Problem, freed_graph_error
+from physid.solvers.rk import RKStepper, check_derivative
 
 __all__ = [
     "TANGENT_MODES",
     "AUTO_REVERSE_MAX_STATE",
+    "MAX_SENSITIVITY_BYTES",
     "Sensitivities",
     "ForwardSensitivityMethod",
     "solve_sensitivities",
@@ -69,6 +70,9 @@ __all__ = [
 TANGENT_MODES = ("auto", "forward", "reverse")
 AUTO_REVERSE_MAX_STATE = 128
 """``tangents="auto"`` uses reverse rows up to this many state entries."""
+MAX_SENSITIVITY_BYTES = 2 * 1024**3
+"""The most memory the sensitivities may take (``(T + stages) · n · m`` numbers): forward
+sensitivities are for few parameters, and beyond this a reverse method (``aca``) is the tool."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +180,12 @@ class _TangentRHS:
         self._eye_n: Tensor | None = None
 
     def _f_flat(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.func(t, y.view(self.shape)).reshape(-1)
+        return check_derivative(self.func(t, y.view(self.shape)), self.shape).reshape(-1)
 
     def __call__(self, t: Tensor, Y: Tensor) -> Tensor:
+        if self.n == 0:  # an empty batch: nothing to differentiate, but func must still answer
+            self._f_flat(t, Y[0])
+            return torch.zeros_like(Y)
         if self.mode == "reverse":
             return self._reverse(t, Y)
         return self._forward(t, Y)
@@ -194,18 +201,34 @@ class _TangentRHS:
                     p.detach().requires_grad_(True) if sub else p
                     for p, sub in zip(self.params, self._substitute, strict=True)
                 ]
-                fy = torch.func.functional_call(
-                    self.func,  # type: ignore[arg-type]
-                    dict(zip(self.names, leaves, strict=True)),
-                    (t, y_.view(self.shape)),
-                    strict=False,
+                fy = check_derivative(
+                    torch.func.functional_call(
+                        self.func,  # type: ignore[arg-type]
+                        dict(zip(self.names, leaves, strict=True)),
+                        (t, y_.view(self.shape)),
+                        strict=False,
+                    ),
+                    self.shape,
                 ).reshape(-1)
             else:
                 leaves = self.params
                 fy = self._f_flat(t, y_)
-            grads = torch.autograd.grad(
-                fy, [y_, *leaves], self._eye_n, is_grads_batched=True, allow_unused=True
-            )
+            try:
+                # retain_graph: a captured non-leaf (k = exp(log_k)) links every evaluation to
+                # the one graph of k, which must survive them all
+                grads = torch.autograd.grad(
+                    fy,
+                    [y_, *leaves],
+                    self._eye_n,
+                    is_grads_batched=True,
+                    allow_unused=True,
+                    retain_graph=True,
+                )
+            except RuntimeError as exc:
+                freed = freed_graph_error(exc)
+                if freed is None:
+                    raise
+                raise freed from exc
         jy = grads[0]
         out = torch.empty((1 + self.m, self.n), dtype=Y.dtype, device=Y.device)
         out[0] = fy.detach()
@@ -228,12 +251,13 @@ class _TangentRHS:
         shape = self.shape
 
         def f_of(yy: Tensor, *th: Tensor) -> Tensor:
-            return torch.func.functional_call(
+            out = torch.func.functional_call(
                 func,  # type: ignore[arg-type]
                 dict(zip(names, th, strict=True)),
                 (t, yy.view(shape)),
                 strict=False,
-            ).reshape(-1)
+            )
+            return check_derivative(out, shape).reshape(-1)
 
         def one(s: Tensor, *e: Tensor) -> tuple[Tensor, Tensor]:
             return torch.func.jvp(f_of, (y, *theta), (s, *e))  # type: ignore[return-value]
@@ -303,6 +327,13 @@ def solve_sensitivities(
     if sens_atol is not None and not (math.isfinite(sens_atol) and sens_atol >= 0):
         raise ConfigError(f"sens_atol must be finite and non-negative, got {sens_atol}.")
     mode = _resolve_tangent_mode(tangents, problem.func, n)
+    need = (len(problem.t) + problem.tableau.stages + 2) * n * (1 + m) * y0.element_size()
+    if need > MAX_SENSITIVITY_BYTES:
+        raise ConfigError(
+            f"forward sensitivities of {m} tangents (parameters{' and y0' if wrt_y0 else ''}) "
+            f"on a state of {n} at {len(problem.t)} output times need {need / 1024**3:.1f} GiB; "
+            "they are for few parameters: use method='aca' (reverse mode) instead."
+        )
     rhs = _TangentRHS(problem.func, shape, ps, m, mode)
     count = Count()
     S0 = torch.zeros((m, n), dtype=y0.dtype, device=y0.device)
@@ -311,7 +342,7 @@ def solve_sensitivities(
     t0 = problem.t[0].detach()
     if wrt_t0:
         with torch.no_grad():
-            S0[-1] = -problem.func(t0, y0).reshape(-1)
+            S0[-1] = -check_derivative(problem.func(t0, y0), shape).reshape(-1)
         count.nfe += 1
     Y0 = torch.cat([y0.reshape(1, n), S0], 0)
     tol = problem.tol
@@ -326,16 +357,12 @@ def solve_sensitivities(
     rtol = _tiled(tol.rtol, 1 + m, n, y0)
     aug_tol = Tolerances(rtol, atol, tol.max_steps, tol.first_step, tol.step_size)
     stepper = RKStepper(problem.tableau, Y0, problem.time_dtype)
-    outs, _ = integrate(
-        rhs,
-        Y0.reshape(-1),
-        problem.t.detach().tolist(),
-        stepper,
-        problem.make_controller(),
-        norm,
-        aug_tol,
-        count,
-    )
+    arith = GraphFreeArithmetic(stepper, problem.t.detach().tolist())
+    if problem.f0 is not None:
+        # odeint evaluated func once to find captured tensors; that evaluation has no tangents,
+        # so it cannot start this solve: it is counted as the extra evaluation it is.
+        count.nfe += 1
+    outs, _ = integrate(rhs, Y0.reshape(-1), arith, problem.make_controller(), norm, aug_tol, count)
     st = problem.stats
     st.nfe_forward += count.nfe
     st.steps_accepted += count.accepted
@@ -388,7 +415,8 @@ class _ForwardFunction(torch.autograd.Function):
         g = grad_ys.reshape(T, n)
         grad_params: list[Tensor | None] = []
         if sens.d_params is not None:
-            flat = torch.einsum("tn,tnp->p", g, sens.d_params.reshape(T, n, -1))
+            P = sens.d_params.shape[-1]
+            flat = torch.einsum("tn,tnp->p", g, sens.d_params.reshape(T, n, P))
             chunks = iter(
                 flat.split(
                     [p.numel() for p, need in zip(problem.params, ctx.need_p, strict=True) if need]

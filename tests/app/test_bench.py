@@ -44,6 +44,7 @@ def test_bench_gradients_toy_smoke(tmp_path: Path) -> None:
         "physid adjoint",
         "physid seminorm",
         "physid aca",
+        "physid forward",
     }
     for r in rows:
         # dopri5 at 1e-5 on dz/dt = z: every method's gradient within 1e-3 of 2 z0 exp(2T)

@@ -91,7 +91,7 @@ def test_elbo_gradient_reaches_every_parameter(method: str) -> None:
         assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
         assert float(p.grad.abs().sum()) > 0, name
     assert stats.nfe_forward > 0
-    if method != "naive":
+    if method not in ("naive", "forward"):  # neither evaluates func in the backward pass
         assert stats.nfe_backward > 0
 
 
@@ -192,7 +192,9 @@ def test_two_epoch_fit_records_nfe(tmp_path, hopper_data, method: str) -> None:
     assert [r["epoch"] for r in lines] == [0, 1]
     n_batches = 2  # 8 training trajectories in batches of 4
     for r in lines:
-        assert r["nfe_forward"] > 0 and (r["nfe_backward"] > 0) == (method != "naive")
+        assert r["nfe_forward"] > 0 and (r["nfe_backward"] > 0) == (
+            method not in ("naive", "forward")
+        )
         # metrics.jsonl holds the epoch's totals; the per-iteration means beside them
         for key in ("nfe_forward", "nfe_backward", "steps_accepted", "encoder_nfe"):
             assert r[f"{key}_per_iter"] == pytest.approx(r[key] / n_batches)
