@@ -311,11 +311,14 @@ def uncertainty(
         covariance (p, p), std_errors (p,))``; see :class:`LMResult`.
     """
     m, p = jacobian.shape
-    _, s, vh = torch.linalg.svd(jacobian, full_matrices=False)
+    # every parameter direction, also when there are fewer residuals than parameters
+    _, s, vh = torch.linalg.svd(jacobian, full_matrices=m < p)
+    if s.numel() < p:
+        s = torch.cat([s, s.new_zeros(p - s.numel())])
     if p == 0:
         empty = jacobian.new_zeros((0, 0))
         return s, vh, 0, math.nan, empty, jacobian.new_zeros(0)
-    cutoff = max(m, p) * torch.finfo(jacobian.dtype).eps * float(s[0]) if s.numel() else 0.0
+    cutoff = max(m, p) * torch.finfo(jacobian.dtype).eps * float(s[0])
     rank = int((s > cutoff).sum())
     cost = float(residuals.pow(2).sum())
     variance = cost / (m - p) if m > p else math.nan
