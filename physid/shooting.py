@@ -71,6 +71,11 @@ class ShootingResiduals:
         continuity_weight: ``c``, the weight of the continuity residuals.
         solver, rtol, atol, max_steps, errcon, tangents: of each segment's
             :func:`physid.odeint_jacobian`.
+        jacobian_tol: solve the sensitivities at this looser ``rtol = atol`` and the residuals
+            by a plain solve at ``rtol``/``atol`` (an inexact Gauss-Newton Jacobian: the
+            iteration still converges to the solution of the accurate residuals, at a linear
+            rate set by the Jacobian's error, and a plain solve costs a fraction of a sensitivity
+            solve). ``None``: both from the one sensitivity solve at ``rtol``/``atol``.
         stats: accumulates the solves' counts.
     """
 
@@ -92,6 +97,7 @@ class ShootingResiduals:
         max_steps: int = 100_000,
         errcon: bool = False,
         tangents: str = "auto",
+        jacobian_tol: float | None = None,
         stats: SolveStats | None = None,
     ):
         if params is None:
@@ -151,6 +157,9 @@ class ShootingResiduals:
             "errcon": errcon,
             "tangents": tangents,
         }
+        if jacobian_tol is not None and not (math.isfinite(jacobian_tol) and jacobian_tol > 0):
+            raise ConfigError(f"jacobian_tol must be positive, got {jacobian_tol}.")
+        self.jacobian_tol = jacobian_tol
         self.stats = stats if stats is not None else SolveStats()
         self.n_params = sum(p.numel() for p in self.params)
 
@@ -241,6 +250,9 @@ class ShootingResiduals:
             a, b = self.bounds[j], self.bounds[j + 1]
             start = self._segment_start(j, states)
             unknown_start = j >= first_state
+            options = dict(self.solve_options)
+            if self.jacobian_tol is not None:
+                options["rtol"] = options["atol"] = self.jacobian_tol
             sol = odeint_jacobian(
                 self.func,
                 start,
@@ -248,12 +260,13 @@ class ShootingResiduals:
                 params=self.params,
                 wrt_y0=unknown_start,
                 stats=self.stats,
-                **self.solve_options,  # type: ignore[arg-type]
+                **options,  # type: ignore[arg-type]
             )
+            ys = sol.ys if self.jacobian_tol is None else self._solve(start, self.t[a : b + 1])
             last = b + 1 if j == K - 1 else b  # the data this segment fits: [a, last)
             m = last - a
             sw = self.sqrt_w[a:last]  # (m, k_obs)
-            pred = sol.ys[:m] @ self.H.T  # (m, k_obs)
+            pred = ys[:m] @ self.H.T  # (m, k_obs)
             rows = slice(a * k_obs, last * k_obs)
             r[rows] = (sw * (pred - self.data[a:last])).reshape(-1)
             # d(H y)/dθ: (m, k_obs, P)
@@ -267,7 +280,7 @@ class ShootingResiduals:
                 ).reshape(m * k_obs, n)
             if j < K - 1:
                 crow = slice(cont_row + j * n, cont_row + (j + 1) * n)
-                r[crow] = self.sqrt_c * (sol.ys[-1] - states[j + 1 - first_state])
+                r[crow] = self.sqrt_c * (ys[-1] - states[j + 1 - first_state])
                 J[crow, :P] = self.sqrt_c * sol.dparams[-1]
                 if unknown_start and sol.dy0 is not None:
                     J[crow, col : col + n] = self.sqrt_c * sol.dy0[-1]
@@ -275,15 +288,19 @@ class ShootingResiduals:
                 J[crow, nxt : nxt + n] -= self.sqrt_c * torch.eye(n, dtype=self.dtype)
         return r, J
 
+    def _solve(self, start: Tensor, t: Tensor) -> Tensor:
+        """A plain solve at the residuals' tolerances (no sensitivities)."""
+        from physid.odeint import odeint
+
+        opts = {k: self.solve_options[k] for k in ("solver", "rtol", "atol", "max_steps")}
+        with torch.no_grad():
+            return odeint(self.func, start, t, method="aca", stats=self.stats, **opts)  # type: ignore[arg-type]
+
     def predict(self, theta: Tensor, y0: Tensor | None = None) -> Tensor:
         """``(T, n)``: one solve over the whole window from ``y0`` (default the known initial
         state) with the parameters ``theta`` — the single-shooting prediction."""
         start = y0 if y0 is not None else self.y0
         if start is None:
             raise ConfigError("predict needs y0 when the initial state is an unknown.")
-        from physid.odeint import odeint
-
         self.set_params(theta.detach().to(self.dtype))
-        opts = {k: self.solve_options[k] for k in ("solver", "rtol", "atol", "max_steps")}
-        with torch.no_grad():
-            return odeint(self.func, start.to(self.dtype), self.t, method="aca", **opts)  # type: ignore[arg-type]
+        return self._solve(start.to(self.dtype), self.t)

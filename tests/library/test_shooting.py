@@ -72,6 +72,23 @@ def test_the_jacobian_matches_finite_differences(known_y0: bool) -> None:
     assert states.shape == (res.n_states, 2)
 
 
+def test_a_looser_jacobian_leaves_the_residuals_as_they_were() -> None:
+    """jacobian_tol: the residuals from a plain solve at rtol (the same steps as the sensitivity
+    solve's at rtol, so the same numbers), the Jacobian from a looser sensitivity solve."""
+    t, data = _data(3.0, 31)
+    f = Oscillator(1.9)
+    common = {"y0": data[0], "segments": 2, "rtol": 1e-9, "atol": 1e-9}
+    exact = ShootingResiduals(f, t, data, **common)
+    loose = ShootingResiduals(f, t, data, jacobian_tol=1e-4, **common)
+    x = exact.pack(torch.tensor([1.9], dtype=F64), data[exact.bounds[1:-1]])
+    r1, J1 = exact(x)
+    r2, J2 = loose(x)
+    torch.testing.assert_close(r2, r1, rtol=0, atol=1e-13)
+    assert 0 < float((J2 - J1).norm() / J1.norm()) < 1e-3
+    with pytest.raises(ConfigError, match="jacobian_tol"):
+        ShootingResiduals(f, t, data, jacobian_tol=0.0)
+
+
 def test_multiple_shooting_finds_the_frequency_single_shooting_misses() -> None:
     """Ten periods of sin(2t) from ω = 1.2: the single-shooting cost over ω is a washboard and
     Levenberg-Marquardt stalls in a local minimum; with 20 segments started from the data each
