@@ -34,12 +34,13 @@ with ``errcon=False`` the forward NFE and the steps equal those of a plain solve
   (``autograd.grad(..., is_grads_batched=True)``), then ``J_y S + J_θ`` as one matrix product. It
   also serves closures (``params`` given to :func:`physid.odeint`), and its cost does not grow
   with ``m``.
-- ``"auto"`` (default): ``reverse`` when ``n <= 128`` or when ``f`` is not an ``nn.Module``,
-  ``forward`` otherwise. In torch 2.x on the CPU forward-mode AD costs about 0.3 ms for every
+- ``"auto"`` (default): ``reverse`` when ``n <= 128``, when ``f`` is not an ``nn.Module`` or
+  when a parameter is not the module's own (a tensor a closure captured), ``forward``
+  otherwise. In torch 2.x on the CPU forward-mode AD costs about 0.3 ms for every
   operation that mixes a dual tensor with a plain one (the zero tangent of the plain operand is a
   ``ZeroTensor`` whose shape is inferred by a meta kernel written in Python), which makes
-  ``forward`` 20-50x a plain evaluation for small systems; ``reverse`` measured 5-10x
-  (``physid bench`` numbers in docs/known-form.md).
+  ``forward`` 20-50x a plain evaluation for small systems where ``reverse`` measured 5-10x
+  (``scripts/known_form_tangent_cost.py``; docs/known-form.md).
 """
 
 from __future__ import annotations
@@ -94,15 +95,15 @@ class Sensitivities:
     d_t0: Tensor | None
 
 
-def _resolve_tangent_mode(mode: str, func: Callable, n: int) -> str:
+def _resolve_tangent_mode(mode: str, func: Callable, n: int, params: Sequence[Tensor]) -> str:
     if mode not in TANGENT_MODES:
         raise ConfigError(f"tangents must be one of {', '.join(TANGENT_MODES)}, got {mode!r}.")
     if mode == "auto":
-        return (
-            "reverse"
-            if n <= AUTO_REVERSE_MAX_STATE or not isinstance(func, nn.Module)
-            else ("forward")
-        )
+        if n <= AUTO_REVERSE_MAX_STATE or not isinstance(func, nn.Module):
+            return "reverse"
+        # forward substitutes module tensors only; a captured closure tensor needs reverse rows
+        owned = {id(p) for p in func.parameters()} | {id(b) for b in func.buffers()}
+        return "forward" if all(id(p) in owned for p in params) else "reverse"
     if mode == "forward" and not isinstance(func, nn.Module):
         raise ConfigError(
             "tangents='forward' substitutes the parameters of an nn.Module; for a closure over "
@@ -326,7 +327,7 @@ def solve_sensitivities(
     m = P + (n if wrt_y0 else 0) + (1 if wrt_t0 else 0)
     if sens_atol is not None and not (math.isfinite(sens_atol) and sens_atol >= 0):
         raise ConfigError(f"sens_atol must be finite and non-negative, got {sens_atol}.")
-    mode = _resolve_tangent_mode(tangents, problem.func, n)
+    mode = _resolve_tangent_mode(tangents, problem.func, n, ps)
     need = (len(problem.t) + problem.tableau.stages + 2) * n * (1 + m) * y0.element_size()
     if need > MAX_SENSITIVITY_BYTES:
         raise ConfigError(
