@@ -183,7 +183,7 @@ class LMResult:
         residual_variance: ``cost / (m - p)`` (``nan`` when ``m <= p``).
         covariance: ``(p, p)`` ``s² (JᵀJ)⁺`` (pseudo-inverse on the numerical rank).
         std_errors: ``(p,)`` the square roots of its diagonal.
-        history: every iteration.
+        history: every iteration of this call (a resumed fit lists only its own).
         state: the final :class:`LMState` (to continue with a larger budget).
     """
 

@@ -128,7 +128,7 @@ class ShootingResiduals:
             raise ConfigError(f"y0 must have shape ({self.n},), got {tuple(y0.shape)}.")
         self.y0 = None if y0 is None else y0.detach().to(self.dtype)
         w = torch.ones(len(t), dtype=self.dtype) if weights is None else weights.detach()
-        w = w.to(self.dtype)
+        w = w.to(dtype=self.dtype, device=t.device)
         if w.ndim == 1:
             w = w[:, None].expand(len(t), k_obs)
         if w.shape != (len(t), k_obs) or bool((w < 0).any()):
@@ -218,6 +218,7 @@ class ShootingResiduals:
         if low.numel() != self.n_params:
             raise ConfigError(f"give one lower bound or {self.n_params}.")
         free = torch.full((self.n_states * self.n,), -math.inf, dtype=self.dtype)
+        low = low.to(free.device)
         return torch.cat([low, free])
 
     def set_params(self, theta: Tensor) -> None:
@@ -242,8 +243,9 @@ class ShootingResiduals:
         T, k_obs = self.data.shape
         n, P = self.n, self.n_params
         K = self.segments
-        r = torch.empty(self.n_residuals, dtype=self.dtype)
-        J = torch.zeros(self.n_residuals, self.n_unknowns, dtype=self.dtype)
+        dev = self.t.device
+        r = torch.empty(self.n_residuals, dtype=self.dtype, device=dev)
+        J = torch.zeros(self.n_residuals, self.n_unknowns, dtype=self.dtype, device=dev)
         first_state = 0 if self.y0 is None else 1
         cont_row = T * k_obs
         for j in range(K):
@@ -285,7 +287,7 @@ class ShootingResiduals:
                 if unknown_start and sol.dy0 is not None:
                     J[crow, col : col + n] = self.sqrt_c * sol.dy0[-1]
                 nxt = P + (j + 1 - first_state) * n
-                J[crow, nxt : nxt + n] -= self.sqrt_c * torch.eye(n, dtype=self.dtype)
+                J[crow, nxt : nxt + n] -= self.sqrt_c * torch.eye(n, dtype=self.dtype, device=dev)
         return r, J
 
     def _solve(self, start: Tensor, t: Tensor) -> Tensor:
