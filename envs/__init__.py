@@ -1,7 +1,7 @@
 """physid's simulators, registered with gymnasium under versioned ids in the ``physid/`` namespace.
 
 Each simulator registers itself in its own section below; ``gymnasium.make("physid/…")`` works
-once ``envs`` is imported.
+once ``physid.envs`` is imported.
 """
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ def _register(env_id: str, entry_point: str, **kwargs: object) -> None:
 # --- three-body ---------------------------------------------------------------------------------
 _register(
     "physid/ThreeBody-v0",
-    entry_point="envs.three_body:ThreeBodyEnv",
+    entry_point="physid.envs.three_body:ThreeBodyEnv",
     max_episode_steps=200,
 )
 
 # --- acrobot ------------------------------------------------------------------------------------
 _register(
     "physid/Acrobot-v0",
-    entry_point="envs.acrobot:AcrobotEnv",
+    entry_point="physid.envs.acrobot:AcrobotEnv",
     max_episode_steps=400,
 )
 
 # --- hopper -------------------------------------------------------------------------------------
 _register(
     "physid/Hopper-v0",
-    entry_point="envs.hopper:HopperEnv",
+    entry_point="physid.envs.hopper:HopperEnv",
     max_episode_steps=200,
 )

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from physid.envs.three_body import dynamics
 from torch import nn
 
-from envs.three_body import dynamics
 from physid.errors import ConfigError
 
 __all__ = ["KnownFormThreeBody"]

@@ -11,9 +11,9 @@ buffers set by :meth:`LSTMBaseline.fit_normalisation`).
 from __future__ import annotations
 
 import torch
+from physid.models.node import AUG_DIM, augmented_features
 from torch import nn
 
-from models.node import AUG_DIM, augmented_features
 from physid.errors import ConfigError
 
 __all__ = ["LSTMBaseline"]

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from physid.envs.three_body import K1, K2, STATE_DIM
 from torch import nn
 
-from envs.three_body import K1, K2, STATE_DIM
 from physid.errors import ConfigError
 
 __all__ = ["AUG_DIM", "augmented_features", "AugmentedNODE", "NODE_SCALINGS", "PairwiseNODE"]

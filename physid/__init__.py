@@ -5,6 +5,16 @@ The public API is what ``__all__`` lists; everything else may change.
 
 from __future__ import annotations
 
+from physid.controllers import (
+    AbstractController,
+    AbstractNorm,
+    BlockNorm,
+    ConstantController,
+    IController,
+    PIController,
+    RMSNorm,
+    SemiNorm,
+)
 from physid.errors import (
     ConfigError,
     DataError,
@@ -15,7 +25,16 @@ from physid.errors import (
     SolverStatus,
     TrainingError,
 )
-from physid.odeint import GRADIENT_METHODS, SOLVER_NAMES, odeint
+from physid.gradients import (
+    ADJOINT,
+    SEMINORM,
+    AbstractGradientMethod,
+    ACAMethod,
+    AdjointMethod,
+    NaiveMethod,
+)
+from physid.odeint import GRADIENT_METHODS, SOLVER_NAMES, SUPPORTED_DTYPES, odeint
+from physid.solvers import ButcherTableau
 from physid.stats import SolveStats
 
 try:
@@ -38,5 +57,21 @@ __all__ = [
     "TrainingError",
     "GRADIENT_METHODS",
     "SOLVER_NAMES",
+    "SUPPORTED_DTYPES",
+    "AbstractGradientMethod",
+    "NaiveMethod",
+    "AdjointMethod",
+    "ACAMethod",
+    "ADJOINT",
+    "SEMINORM",
+    "AbstractController",
+    "ConstantController",
+    "IController",
+    "PIController",
+    "AbstractNorm",
+    "RMSNorm",
+    "BlockNorm",
+    "SemiNorm",
+    "ButcherTableau",
     "__version__",
 ]

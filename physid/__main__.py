@@ -1,6 +1,6 @@
 """``python -m physid``: the same as the ``physid`` command."""
 
-from physid.cli import main
+from physid.app.cli import main
 
 if __name__ == "__main__":
     main()

@@ -237,16 +237,16 @@ def load_torch(
     path: str | os.PathLike[str],
     *,
     map_location: str | torch.device | Callable[..., Any] | None = "cpu",
-    weights_only: bool = False,
+    weights_only: bool = True,
 ) -> Any:
     """Load a file written by :func:`save_torch`.
 
     Args:
         path: the file.
         map_location: where tensors are loaded (default CPU; move them afterwards).
-        weights_only: passed to :func:`torch.load`. physid's own checkpoints hold optimiser and
-            RNG states and plain Python objects, so the default is ``False``: load only files you
-            trust.
+        weights_only: passed to :func:`torch.load`. ``True`` (the default) refuses pickled
+            objects other than tensors, numbers, strings and containers of them, so a crafted
+            file cannot run code; physid's checkpoints hold nothing else.
 
     Raises:
         DataError: the file is missing or is not a readable torch file.
@@ -257,8 +257,9 @@ def load_torch(
     try:
         return torch.load(p, map_location=map_location, weights_only=weights_only)
     except Exception as exc:  # torch raises many types for a corrupt file
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise DataError(
-            f"{p} is not a readable torch checkpoint ({type(exc).__name__}: {exc})."
+            f"{p} is not a readable torch checkpoint ({type(exc).__name__}: {first})."
         ) from exc
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "TrainingError",
     "SolverStatus",
     "SolverError",
+    "FitInterrupted",
 ]
 
 
@@ -45,12 +46,19 @@ class TrainingError(PhysidError, RuntimeError):
 
 
 class SolverStatus(enum.IntEnum):
-    """How an ODE solve ended."""
+    """How an ODE solve ended.
+
+    ``STEP_SIZE_UNDERFLOW``: the step shrank below a few units in the last place of ``t`` (in
+    ``t``'s dtype). ``NON_FINITE``: the state or its derivative became NaN or inf.
+    ``NON_FINITE_STEP_SIZE``: the step size itself became NaN or inf (an overflowing error norm
+    in the initial-step guess, or a controller's factor).
+    """
 
     SUCCESS = 0
     MAX_STEPS_REACHED = 1
     STEP_SIZE_UNDERFLOW = 2
     NON_FINITE = 3
+    NON_FINITE_STEP_SIZE = 4
 
 
 class SolverError(PhysidError, RuntimeError):
@@ -67,3 +75,20 @@ class SolverError(PhysidError, RuntimeError):
         self.status = status
         self.t = t
         self.step_size = step_size
+
+
+class FitInterrupted(PhysidError):
+    """A fit was stopped (Ctrl-C, SIGTERM) after saving its last finished epoch.
+
+    Running the same fit again resumes it. The command line exits with :attr:`exit_code` (130,
+    the shell's code for an interrupt).
+
+    Attributes:
+        run: the run directory that holds the checkpoint.
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, *, run: object = None):
+        super().__init__(message)
+        self.run = run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -10,10 +11,10 @@ from torch import Tensor, nn
 
 from physid.controllers import AbstractController, ConstantController, IController, PIController
 from physid.errors import ConfigError, SolverError, SolverStatus
-from physid.gradients import get_method
+from physid.gradients import METHODS, AbstractGradientMethod, get_method
 from physid.gradients._loop import Tolerances
-from physid.gradients.base import Problem
-from physid.solvers import get_tableau
+from physid.gradients.base import Problem, probe
+from physid.solvers import SOLVERS, ButcherTableau, get_tableau
 from physid.stats import SolveStats
 
 __all__ = [
@@ -23,12 +24,47 @@ __all__ = [
     "SolverStatus",
     "GRADIENT_METHODS",
     "SOLVER_NAMES",
+    "SUPPORTED_DTYPES",
 ]
 
-GRADIENT_METHODS = ("naive", "adjoint", "seminorm", "aca")
-SOLVER_NAMES = ("euler", "rk2", "rk4", "heun_euler", "bosh3", "dopri5")
+GRADIENT_METHODS: tuple[str, ...] = tuple(METHODS)
+"""The names ``method`` accepts (the keys of :data:`physid.gradients.METHODS`)."""
+
+SOLVER_NAMES: tuple[str, ...] = tuple(SOLVERS)
+"""The names ``solver`` accepts, fixed-step ones included (the keys of
+:data:`physid.solvers.SOLVERS`)."""
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+"""The dtypes of ``y0`` and ``t``. Half precision is refused: its machine epsilon (``9.8e-4`` for
+float16, ``7.8e-3`` for bfloat16) sits above the tolerances an adaptive solve is asked for, so the
+error control cannot be met, and float16's range (``6.5e4``) overflows the squared error norms of
+the step-size control (the initial step becomes NaN). Casting state and time up to float32 costs
+little next to a solve; a model may still compute in half precision inside ``func``."""
 
 _CONTROLLERS: dict[str, Callable[[], AbstractController]] = {"i": IController, "pi": PIController}
+
+
+def _real(name: str, value: object) -> float:
+    """``value`` as a float if it is a real number (not a bool), else a :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    return float(value)
+
+
+def _tolerance(name: str, value: object) -> float | Tensor:
+    """A validated ``rtol``/``atol``: a non-negative finite number or real tensor."""
+    checked: float | Tensor
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ConfigError(f"{name} must be a real tensor, got dtype {value.dtype}.")
+        checked = value
+        tv = value.detach()
+    else:
+        checked = _real(name, value)
+        tv = torch.tensor(checked, dtype=torch.float64)
+    if bool((tv < 0).any()) or not bool(torch.isfinite(tv).all()):
+        raise ConfigError(f"{name} must be finite and non-negative, got {value}.")
+    return checked
 
 
 def odeint(
@@ -36,10 +72,10 @@ def odeint(
     y0: Tensor,
     t: Tensor,
     *,
-    method: str = "aca",
-    solver: str = "dopri5",
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
+    method: str | AbstractGradientMethod = "aca",
+    solver: str | ButcherTableau = "dopri5",
+    rtol: float | Tensor = 1e-6,
+    atol: float | Tensor = 1e-8,
     max_steps: int = 10_000,
     first_step: float | None = None,
     step_size: float | None = None,
@@ -51,22 +87,29 @@ def odeint(
 
     Args:
         func: the dynamics ``func(t, y) -> dy/dt``; ``t`` is a 0-d tensor (of ``t``'s dtype),
-            ``y`` has ``y0``'s shape. An ``nn.Module``'s parameters receive gradients.
-        y0: the initial state, any shape ``(*shape)`` (batch dimensions included).
+            ``y`` has ``y0``'s shape, and the result must have ``y0``'s shape. The tensors it
+            uses that require grad receive gradients: an ``nn.Module``'s parameters and, for every
+            method, the tensors a closure captured (a captured non-leaf such as
+            ``k = exp(log_k)`` passes its gradient on to ``log_k``).
+        y0: the initial state, any shape ``(*shape)`` (batch dimensions included, possibly
+            empty), float32 or float64 (see :data:`SUPPORTED_DTYPES`).
         t: strictly increasing or decreasing output times ``(T,)``; ``t[0]`` is the initial time.
         method: the gradient method — ``"naive"`` (autograd through the whole adaptive loop; a
             baseline, memory-hungry), ``"adjoint"`` (continuous adjoint), ``"seminorm"`` (adjoint
             whose backward error norm ignores the parameter channels) or ``"aca"`` (adaptive
-            checkpoint adjoint: exact discrete gradient, the recommended default).
-        solver: ``"euler"``, ``"rk2"``, ``"rk4"`` (fixed step; give ``step_size``) or
-            ``"heun_euler"``, ``"bosh3"``, ``"dopri5"`` (adaptive).
+            checkpoint adjoint: exact discrete gradient, the recommended default); or a method
+            object, e.g. ``physid.AdjointMethod(physid.SemiNorm, backward_controller=...)``.
+        solver: ``"euler"``, ``"rk2"`` (= ``"midpoint"``), ``"rk4"`` (fixed step; give
+            ``step_size``) or ``"heun_euler"``, ``"bosh3"``, ``"dopri5"`` (adaptive); or a
+            :class:`~physid.solvers.ButcherTableau`.
         rtol, atol: relative and absolute tolerances of the local error.
         max_steps: the most steps (accepted and rejected) one solve may attempt.
         first_step: the first step size; by default Hairer's initial-step selection.
         step_size: the constant step of a fixed-step solve (an adaptive solver given a
             ``step_size`` also steps with it, ignoring its error estimate).
-        params: tensors that receive gradients when ``func`` is not an ``nn.Module`` (or to
-            override its parameters).
+        params: the tensors that receive gradients (besides ``y0`` and ``t``); by default those
+            ``func`` uses, found by evaluating it once at ``(t[0], y0)`` (that evaluation is the
+            solve's first, not an extra one).
         stats: a :class:`SolveStats`, filled in place (counts accumulate).
         controller: ``"i"`` (integral, default) or ``"pi"`` (Gustafsson's PI), or a callable
             returning a fresh :class:`~physid.controllers.AbstractController`.
@@ -75,13 +118,22 @@ def odeint(
         ``(T, *y0.shape)``: ``out[i]`` approximates ``y(t[i])``; ``out[0]`` equals ``y0``.
 
     Raises:
-        ConfigError: invalid arguments (unknown names, non-monotone times, bad tolerances).
-        SolverError: the solve failed (max steps, step-size underflow, non-finite state).
+        ConfigError: invalid arguments (unknown names, unsupported dtypes, non-monotone times,
+            bad tolerances, ``func`` returning something other than a tensor of ``y0``'s shape).
+        SolverError: the solve failed (max steps, step-size underflow, a non-finite state or
+            step size).
     """
     if not isinstance(y0, Tensor) or not y0.is_floating_point():
         raise ConfigError("y0 must be a floating-point tensor.")
     if not isinstance(t, Tensor) or t.ndim != 1 or not t.is_floating_point() or len(t) < 1:
         raise ConfigError("t must be a non-empty 1-D floating-point tensor of output times.")
+    for name, dtype in (("y0", y0.dtype), ("t", t.dtype)):
+        if dtype not in SUPPORTED_DTYPES:
+            raise ConfigError(
+                f"{name} has dtype {dtype}; odeint supports float32 and float64 (half precision "
+                "cannot meet usual tolerances and overflows the step-size control): cast with "
+                ".float() or .double()."
+            )
     tableau = get_tableau(solver)
     grad_method = get_method(method)
     if len(t) > 1:
@@ -90,32 +142,43 @@ def odeint(
             raise ConfigError("t must be strictly increasing or strictly decreasing.")
     if not bool(torch.isfinite(t.detach()).all()):
         raise ConfigError("t must be finite.")
-    for name, tolv in (("rtol", rtol), ("atol", atol)):
-        tv = torch.as_tensor(tolv)
-        if bool((tv < 0).any()) or not bool(torch.isfinite(tv).all()):
-            raise ConfigError(f"{name} must be finite and non-negative, got {tolv}.")
+    rtol = _tolerance("rtol", rtol)
+    atol = _tolerance("atol", atol)
     if float(torch.as_tensor(rtol).max()) == 0 and float(torch.as_tensor(atol).max()) == 0:
         raise ConfigError("rtol and atol cannot both be zero.")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ConfigError(f"max_steps must be a positive integer, got {max_steps}.")
-    if first_step is not None and not (math.isfinite(first_step) and first_step != 0):
-        raise ConfigError(f"first_step must be finite and non-zero, got {first_step}.")
-    if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
-        raise ConfigError(f"step_size must be positive, got {step_size}.")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
+        raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}.")
+    max_steps = int(max_steps)
+    if first_step is not None:
+        first_step = _real("first_step", first_step)
+        if not (math.isfinite(first_step) and first_step != 0):
+            raise ConfigError(f"first_step must be finite and non-zero, got {first_step}.")
+    if step_size is not None:
+        step_size = _real("step_size", step_size)
+        if not (math.isfinite(step_size) and step_size > 0):
+            raise ConfigError(f"step_size must be positive, got {step_size}.")
 
     if step_size is not None:
         make_controller: Callable[[], AbstractController] = ConstantController
     elif not tableau.adaptive:
-        raise ConfigError(f"the fixed-step solver {solver!r} needs step_size.")
+        raise ConfigError(f"the fixed-step solver {tableau.name!r} needs step_size.")
     elif isinstance(controller, str):
         if controller not in _CONTROLLERS:
             raise ConfigError(f"unknown controller {controller!r}; choose 'i' or 'pi'.")
         make_controller = _CONTROLLERS[controller]
-    else:
+    elif callable(controller):
         make_controller = controller
+    else:
+        raise ConfigError(f"controller must be 'i', 'pi' or a callable, got {controller!r}.")
 
+    f0: Tensor | None = None
     if params is None:
         params = list(func.parameters()) if isinstance(func, nn.Module) else []
+        if not grad_method.records_graph and len(t) > 1 and torch.is_grad_enabled():
+            # find what func closed over; the evaluation is reused as the solve's first
+            f0, leaves = probe(func, y0, t)
+            known = {id(p) for p in params}
+            params = [*params, *(p for p in leaves if id(p) not in known)]
     ps = tuple(p for p in params if isinstance(p, Tensor))
     problem = Problem(
         func=func,
@@ -126,5 +189,6 @@ def odeint(
         tol=Tolerances(rtol, atol, max_steps, first_step, step_size),
         params=ps,
         stats=stats if stats is not None else SolveStats(),
+        f0=f0,
     )
     return grad_method.solve(problem)

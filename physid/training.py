@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import random
 import time
@@ -39,18 +38,13 @@ import torch
 from torch import nn
 
 from physid._io import (
-    append_jsonl,
     load_json,
-    load_torch,
     package_version,
-    read_jsonl,
-    save_json,
-    save_torch,
     to_jsonable,
-    write_text_atomic,
 )
 from physid.errors import ConfigError, DataError, SolverError, SolverStatus, TrainingError
 from physid.progress import make_progress
+from physid.runs import RunDir
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -122,10 +116,19 @@ class TrainResult:
 
 
 def _rng_state(generators: Sequence[torch.Generator]) -> dict[str, Any]:
+    """Every RNG state as tensors, numbers and strings (a checkpoint loads weights-only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (global RNG)
+    version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 (the global RNG, on purpose)
-        "python": random.getstate(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": [int(version), list(internal), gauss_next],
         "generators": [g.get_state() for g in generators],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -135,8 +138,18 @@ def _rng_state(generators: Sequence[torch.Generator]) -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any], generators: Sequence[torch.Generator]) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    random.setstate(state["python"])
+    npy = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            npy["name"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     saved = state.get("generators", [])
     if len(saved) != len(generators):
         raise ConfigError(
@@ -189,21 +202,23 @@ def _compare_configs(
     return sorted(k for k in keys if old.get(k) != new.get(k))
 
 
-def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """Read ``run_dir/model.pt`` as written by :func:`train`.
+def load_checkpoint(run_dir: str | Path | RunDir) -> dict[str, Any]:
+    """Read a run's ``model.pt`` as written by :func:`train` (weights only: it cannot run code).
 
     Raises:
         DataError: the file is missing, unreadable, or not a physid training checkpoint.
     """
-    path = Path(run_dir) / "model.pt"
-    ckpt = load_torch(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path} is not a physid training checkpoint.")
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    ckpt = run.load_checkpoint()
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(
+            f"{run.checkpoint_path} is not a physid training checkpoint; start afresh with --fresh."
+        )
     return ckpt
 
 
 def load_model_state(
-    model: nn.Module, run_dir: str | Path, which: Literal["best", "last"] = "best"
+    model: nn.Module, run_dir: str | Path | RunDir, which: Literal["best", "last"] = "best"
 ) -> int:
     """Load the ``best`` (default) or ``last`` model of a run into ``model``.
 
@@ -213,15 +228,16 @@ def load_model_state(
     Raises:
         DataError: the run has no such checkpoint, or it does not fit ``model``.
     """
-    ckpt = load_checkpoint(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    ckpt = load_checkpoint(run)
     entry = ckpt.get(which)
     if not entry:
-        raise DataError(f"{Path(run_dir) / 'model.pt'} holds no '{which}' model yet.")
+        raise DataError(f"{run.checkpoint_path} holds no '{which}' model yet.")
     try:
         model.load_state_dict(entry["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, TypeError) as exc:
         raise DataError(
-            f"the '{which}' model in {Path(run_dir) / 'model.pt'} does not fit this model: "
+            f"the '{which}' model in {run.checkpoint_path} does not fit this model: "
             f"{str(exc).splitlines()[0]}"
         ) from exc
     return int(entry["epoch"])
@@ -233,7 +249,7 @@ def train(
     *,
     optimizer: torch.optim.Optimizer,
     epochs: int,
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     config: Mapping[str, Any] | None = None,
     scheduler: Any = None,
     scheduler_interval: Literal["epoch", "manual"] = "epoch",
@@ -269,7 +285,7 @@ def train(
         scheduler_interval: see ``scheduler``.
         select_metric: the metric that picks the ``best`` model.
         select_mode: ``"min"`` or ``"max"``.
-        resume: continue from ``run_dir/model.pt`` when it exists; ``False`` starts afresh
+        resume: continue from the run's ``model.pt`` when it exists; ``False`` starts afresh
             (and overwrites the run's files).
         resume_ignore: config keys allowed to change on resume.
         resume_added: options added to the config after some runs were made, with the value
@@ -284,7 +300,8 @@ def train(
         plot: write ``plots/loss.png`` at the end.
 
     Returns:
-        a :class:`TrainResult`.
+        a :class:`TrainResult`. The checkpoint records how the loop ended (``"stopped"``:
+        ``"done"``, ``"time_limit"`` or ``"interrupted"``).
 
     Raises:
         TrainingError: the loss stayed non-finite for ``nan_retries + 1`` tries, or
@@ -302,215 +319,280 @@ def train(
         )
     if nan_retries < 0 or not (0.0 < nan_lr_factor <= 1.0):
         raise ConfigError("nan_retries must be >= 0 and nan_lr_factor in (0, 1].")
-
-    t_start = time.perf_counter()
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run / "model.pt"
-    metrics_path = run / "metrics.jsonl"
-    config_path = run / "config.json"
-
+    loop = _Loop(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generators=generators,
+        run=(run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).create(),
+        select_metric=select_metric,
+        sign=1.0 if select_mode == "min" else -1.0,
+        select_mode=select_mode,
+    )
     cfg: dict[str, Any] = dict(to_jsonable(dict(config or {})))
     cfg.setdefault("physid_version", package_version())
+    if resume and loop.run.has_checkpoint():
+        loop.resume(cfg, resume_ignore, resume_added)
+    else:
+        loop.start_afresh()
+    loop.run.write_config(cfg)
+    loop.run_epochs(
+        epoch_fn,
+        epochs,
+        step_scheduler=scheduler is not None and scheduler_interval == "epoch",
+        progress=progress,
+        description=description,
+        nan_retries=nan_retries,
+        nan_lr_factor=nan_lr_factor,
+        time_limit=time_limit,
+    )
+    if plot and loop.history:
+        from physid.evaluate import plot_loss_curve
 
-    sign = 1.0 if select_mode == "min" else -1.0
-    best_metric = math.nan
-    best_epoch: int | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    start_epoch = 0
-    history: list[dict[str, Any]] = []
+        plot_loss_curve(loop.run.metrics_path, loop.run.plots / "loss.png")
+    return loop.result()
 
-    # ---- resume or start afresh -------------------------------------------------------------
-    if resume and ckpt_path.exists():
+
+class _Loop:
+    """The state of one :func:`train` call: the best model so far, the last good snapshot, the
+    history; and the three things it does — resume, run epochs, write checkpoints."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        generators: Sequence[torch.Generator],
+        run: RunDir,
+        select_metric: str,
+        select_mode: str,
+        sign: float,
+    ):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.generators = generators
+        self.run = run
+        self.select_metric, self.select_mode, self.sign = select_metric, select_mode, sign
+        self.t_start = time.perf_counter()
+        self.best_metric = math.nan
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.good: dict[str, Any] = {}
+        self.saved_epoch: int | None = None
+        self.stopped = "done"
+        self.nan_events = 0
+
+    # ---- start ------------------------------------------------------------------------------
+
+    def start_afresh(self) -> None:
+        self.run.write_metrics([])
+        self.run.checkpoint_path.unlink(missing_ok=True)
+        self.good = self.snapshot(-1)
+
+    def resume(
+        self,
+        cfg: Mapping[str, Any],
+        resume_ignore: Collection[str],
+        resume_added: Mapping[str, Any] | None,
+    ) -> None:
+        run = self.run
         ckpt = load_checkpoint(run)
-        if ckpt.get("select_metric") != select_metric or ckpt.get("select_mode") != select_mode:
+        if (
+            ckpt.get("select_metric") != self.select_metric
+            or ckpt.get("select_mode") != self.select_mode
+        ):
             raise ConfigError(
                 f"{run} selects its best model by {ckpt.get('select_mode')} "
-                f"{ckpt.get('select_metric')!r}, not {select_mode} {select_metric!r}; "
+                f"{ckpt.get('select_metric')!r}, not {self.select_mode} {self.select_metric!r}; "
                 "use a new run directory or start afresh."
             )
-        if config_path.exists():
-            old_cfg = load_json(config_path)
+        if run.config_path.exists():
+            old_cfg = load_json(run.config_path)
             if isinstance(old_cfg, dict):
                 changed = _compare_configs(old_cfg, cfg, resume_ignore, resume_added)
                 if changed:
                     raise ConfigError(
                         f"{run} was made with different options ({', '.join(changed)}); "
-                        "use a new run directory, or start afresh without resuming."
+                        "use a new run directory, or start afresh with --fresh."
                     )
         last = ckpt["last"]
         try:
-            model.load_state_dict(last["model"])
-            optimizer.load_state_dict(last["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
+            self.restore(last)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise DataError(
-                f"the checkpoint in {ckpt_path} does not fit this model or optimiser: "
-                f"{str(exc).splitlines()[0]}"
+                f"the checkpoint in {run.checkpoint_path} does not fit this model or optimiser "
+                f"({str(exc).splitlines()[0]}); start afresh with --fresh."
             ) from exc
-        if scheduler is not None and last.get("scheduler") is not None:
-            scheduler.load_state_dict(last["scheduler"])
-        _set_rng_state(last["rng"], generators)
-        start_epoch = int(last["epoch"]) + 1
+        self.start_epoch = int(last["epoch"]) + 1
         if ckpt.get("best"):
-            best_epoch = int(ckpt["best"]["epoch"])
-            best_metric = float(ckpt["best"]["metric"])
-            best_state = ckpt["best"]["model"]
-        if metrics_path.exists():
-            history = [r for r in read_jsonl(metrics_path) if int(r["epoch"]) < start_epoch]
-        write_text_atomic(metrics_path, "".join(_jsonl_line(r) for r in history))
-    else:
-        write_text_atomic(metrics_path, "")
-        ckpt_path.unlink(missing_ok=True)
-    save_json(config_path, cfg)
+            self.best_epoch = int(ckpt["best"]["epoch"])
+            self.best_metric = float(ckpt["best"]["metric"])
+            self.best_state = ckpt["best"]["model"]
+        self.history = [r for r in run.read_metrics() if int(r["epoch"]) < self.start_epoch]
+        run.write_metrics(self.history)
+        self.good = last
+        self.saved_epoch = int(last["epoch"])
 
-    def snapshot(epoch: int) -> dict[str, Any]:
+    # ---- snapshots and checkpoints ------------------------------------------------------------
+
+    def snapshot(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
-            "model": _cpu_state_dict(model),
-            "optimizer": copy.deepcopy(optimizer.state_dict()),
-            "scheduler": None if scheduler is None else copy.deepcopy(scheduler.state_dict()),
-            "rng": _rng_state(generators),
+            "model": _cpu_state_dict(self.model),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": None
+            if self.scheduler is None
+            else copy.deepcopy(self.scheduler.state_dict()),
+            "rng": _rng_state(self.generators),
         }
 
-    def restore(snap: Mapping[str, Any]) -> None:
-        model.load_state_dict(snap["model"])
-        optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
-        if scheduler is not None and snap["scheduler"] is not None:
-            scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
-        _set_rng_state(snap["rng"], generators)
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+        if self.scheduler is not None and snap.get("scheduler") is not None:
+            self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
+        _set_rng_state(snap["rng"], self.generators)
 
-    def write_checkpoint(last_snap: Mapping[str, Any]) -> None:
+    def write_checkpoint(self, stopped: str | None) -> None:
         best = (
             None
-            if best_state is None
-            else {"epoch": best_epoch, "metric": best_metric, "model": best_state}
+            if self.best_state is None
+            else {"epoch": self.best_epoch, "metric": self.best_metric, "model": self.best_state}
         )
-        save_torch(
-            ckpt_path,
+        self.run.save_checkpoint(
             {
                 "format": CHECKPOINT_FORMAT,
-                "select_metric": select_metric,
-                "select_mode": select_mode,
+                "select_metric": self.select_metric,
+                "select_mode": self.select_mode,
+                "stopped": stopped,
                 "best": best,
-                "last": last_snap,
-            },
+                "last": self.good,
+            }
         )
+        self.saved_epoch = int(self.good["epoch"])
 
-    good = snapshot(start_epoch - 1)
-    saved_epoch: int | None = None
-    interrupted = False
-    stopped_early = False
-    nan_events = 0
+    # ---- epochs -----------------------------------------------------------------------------
 
-    # ---- the loop ---------------------------------------------------------------------------
-    with make_progress(progress) as bar:
-        console = bar.console
-        task = bar.add_task(description, total=max(epochs, 1), completed=start_epoch)
-        epoch = start_epoch
-        consecutive_nan = 0
-        try:
-            while epoch < epochs:
-                lr_start = _lr(optimizer)
-                t0 = time.perf_counter()
-                failure: str | None = None
-                try:
-                    raw = epoch_fn(epoch)
-                except SolverError as exc:
-                    if exc.status != SolverStatus.NON_FINITE:
-                        raise
-                    failure = f"the solver met a non-finite state ({exc})"
-                    raw = {}
-                seconds = time.perf_counter() - t0
-                metrics = {str(k): _number(v) for k, v in dict(raw).items()}
-                if failure is None:
-                    if select_metric not in metrics:
-                        raise TrainingError(
-                            f"epoch_fn returned no {select_metric!r} "
-                            f"(it returned {', '.join(metrics) or 'nothing'})."
+    def run_epochs(
+        self,
+        epoch_fn: EpochFn,
+        epochs: int,
+        *,
+        step_scheduler: bool,
+        progress: bool,
+        description: str,
+        nan_retries: int,
+        nan_lr_factor: float,
+        time_limit: float | None,
+    ) -> None:
+        epoch = self.start_epoch
+        with make_progress(progress) as bar:
+            console = bar.console
+            task = bar.add_task(description, total=max(epochs, 1), completed=self.start_epoch)
+            consecutive_nan = 0
+            try:
+                while epoch < epochs:
+                    lr_start = _lr(self.optimizer)
+                    t0 = time.perf_counter()
+                    metrics, failure = self._one_epoch(epoch_fn, epoch)
+                    seconds = time.perf_counter() - t0
+                    if failure is not None:
+                        self.nan_events += 1
+                        consecutive_nan += 1
+                        self.restore(self.good)
+                        if consecutive_nan > nan_retries:
+                            raise TrainingError(
+                                f"training failed at epoch {epoch}: {failure} after "
+                                f"{nan_retries} retr{'y' if nan_retries == 1 else 'ies'} with "
+                                f"the learning rate cut to {_lr(self.optimizer):.3g}; lower the "
+                                "learning rate or tighten the solver tolerances."
+                            )
+                        _scale_lr(self.optimizer, self.scheduler, nan_lr_factor)
+                        console.print(
+                            f"[yellow]epoch {epoch}: {failure}; restored epoch {epoch - 1} and "
+                            f"cut the learning rate to {_lr(self.optimizer):.3g} "
+                            f"(retry {consecutive_nan}/{nan_retries}).[/yellow]",
+                            highlight=False,
                         )
-                    guarded = {select_metric, "loss"} & set(metrics)
-                    bad = [k for k in sorted(guarded) if not _is_finite_number(metrics[k])]
-                    if bad:
-                        failure = f"{', '.join(bad)} is not finite"
-                    elif not _params_finite(model):
-                        failure = "the parameters became non-finite"
-                if failure is not None:
-                    nan_events += 1
-                    consecutive_nan += 1
-                    restore(good)
-                    if consecutive_nan > nan_retries:
-                        raise TrainingError(
-                            f"training failed at epoch {epoch}: {failure} after "
-                            f"{nan_retries} retr{'y' if nan_retries == 1 else 'ies'} with the "
-                            f"learning rate cut to {_lr(optimizer):.3g}; lower the learning "
-                            "rate or tighten the solver tolerances."
-                        )
-                    _scale_lr(optimizer, scheduler, nan_lr_factor)
-                    console.print(
-                        f"[yellow]epoch {epoch}: {failure}; restored epoch {epoch - 1} and "
-                        f"cut the learning rate to {_lr(optimizer):.3g} "
-                        f"(retry {consecutive_nan}/{nan_retries}).[/yellow]",
-                        highlight=False,
+                        continue
+                    consecutive_nan = 0
+                    value = float(metrics[self.select_metric])
+                    self._keep_if_best(epoch, value)
+                    if step_scheduler:
+                        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                            self.scheduler.step(value)
+                        else:
+                            self.scheduler.step()
+                    record: dict[str, Any] = {"epoch": epoch, "seconds": seconds, "lr": lr_start}
+                    record.update({k: v for k, v in metrics.items() if k != "epoch"})
+                    self.history.append(record)
+                    self.run.append_metrics(record)
+                    self.good = self.snapshot(epoch)
+                    epoch += 1
+                    limited = (
+                        time_limit is not None
+                        and time.perf_counter() - self.t_start > time_limit
+                        and epoch < epochs
                     )
-                    continue
-                consecutive_nan = 0
+                    self.stopped = "time_limit" if limited else "done"
+                    self.write_checkpoint(None if epoch < epochs and not limited else self.stopped)
+                    bar.update(
+                        task,
+                        completed=epoch,
+                        description=f"{description} {self.select_metric} {value:.4g} "
+                        f"(best {self.best_metric:.4g})",
+                    )
+                    if limited:
+                        break
+            except KeyboardInterrupt:
+                # The caller says how to resume (physid.experiment raises FitInterrupted).
+                self.stopped = "interrupted"
+                self.restore(self.good)
+                if self.good["epoch"] >= 0:
+                    self.write_checkpoint("interrupted")
 
-                value = float(metrics[select_metric])
-                if best_epoch is None or sign * value < sign * best_metric:
-                    best_metric, best_epoch = value, epoch
-                    best_state = _cpu_state_dict(model)
-                if scheduler is not None and scheduler_interval == "epoch":
-                    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                        scheduler.step(value)
-                    else:
-                        scheduler.step()
-
-                record: dict[str, Any] = {"epoch": epoch, "seconds": seconds, "lr": lr_start}
-                record.update({k: v for k, v in metrics.items() if k != "epoch"})
-                history.append(record)
-                append_jsonl(metrics_path, record)
-                good = snapshot(epoch)
-                write_checkpoint(good)
-                saved_epoch = epoch
-
-                bar.update(
-                    task,
-                    completed=epoch + 1,
-                    description=f"{description} {select_metric} {value:.4g} "
-                    f"(best {best_metric:.4g})",
-                )
-                epoch += 1
-                if time_limit is not None and time.perf_counter() - t_start > time_limit:
-                    stopped_early = epoch < epochs
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
-            restore(good)
-            if saved_epoch != good["epoch"]:
-                write_checkpoint(good)
-            console.print(
-                f"[yellow]interrupted during epoch {epoch}; {ckpt_path} holds epoch "
-                f"{good['epoch']}: run again with the same options to resume.[/yellow]",
-                highlight=False,
+    def _one_epoch(self, epoch_fn: EpochFn, epoch: int) -> tuple[dict[str, Any], str | None]:
+        """Run one epoch: its metrics, and why it failed (``None`` if it did not)."""
+        try:
+            raw = epoch_fn(epoch)
+        except SolverError as exc:
+            if exc.status not in (SolverStatus.NON_FINITE, SolverStatus.NON_FINITE_STEP_SIZE):
+                raise
+            return {}, f"the solver met a non-finite state ({exc})"
+        metrics = {str(k): _number(v) for k, v in dict(raw).items()}
+        if self.select_metric not in metrics:
+            raise TrainingError(
+                f"epoch_fn returned no {self.select_metric!r} "
+                f"(it returned {', '.join(metrics) or 'nothing'})."
             )
+        guarded = {self.select_metric, "loss"} & set(metrics)
+        bad = [k for k in sorted(guarded) if not _is_finite_number(metrics[k])]
+        if bad:
+            return metrics, f"{', '.join(bad)} is not finite"
+        if not _params_finite(self.model):
+            return metrics, "the parameters became non-finite"
+        return metrics, None
 
-    if plot and history:
-        from physid.evaluate import plot_loss_curve
+    def _keep_if_best(self, epoch: int, value: float) -> None:
+        if self.best_epoch is None or self.sign * value < self.sign * self.best_metric:
+            self.best_metric, self.best_epoch = value, epoch
+            self.best_state = _cpu_state_dict(self.model)
 
-        plot_loss_curve(metrics_path, run / "plots" / "loss.png")
-
-    return TrainResult(
-        run_dir=run,
-        epochs_completed=int(good["epoch"]) + 1,
-        best_epoch=best_epoch,
-        best_metric=best_metric,
-        interrupted=interrupted,
-        stopped_early=stopped_early,
-        resumed_from=start_epoch,
-        nan_events=nan_events,
-        seconds=time.perf_counter() - t_start,
-        history=history,
-    )
+    def result(self) -> TrainResult:
+        return TrainResult(
+            run_dir=self.run.path,
+            epochs_completed=int(self.good["epoch"]) + 1,
+            best_epoch=self.best_epoch,
+            best_metric=self.best_metric,
+            interrupted=self.stopped == "interrupted",
+            stopped_early=self.stopped == "time_limit",
+            resumed_from=self.start_epoch,
+            nan_events=self.nan_events,
+            seconds=time.perf_counter() - self.t_start,
+            history=self.history,
+        )
 
 
 def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:
@@ -524,7 +606,3 @@ def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -
     last = getattr(scheduler, "_last_lr", None)
     if isinstance(last, list):
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
-
-
-def _jsonl_line(record: Mapping[str, Any]) -> str:
-    return json.dumps(to_jsonable(dict(record)), allow_nan=False) + "\n"

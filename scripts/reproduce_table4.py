@@ -1,8 +1,8 @@
 """Reproduce Table 4 of the ACA paper: latent ODE on MuJoCo hopper, test MSE (×1e-2).
 
-Fits a latent ODE for every gradient method × observed fraction × seed (``physid fit hopper``'s
-library call), then writes a markdown table with the paper's numbers beside, a JSON record of
-every run, and a figure. Runs that already exist are resumed (finished ones are only
+Fits a latent ODE for every gradient method × observed fraction × seed (``Hopper().fit``, what
+``physid fit hopper`` runs), then writes a markdown table with the paper's numbers beside, a JSON
+record of every run, and a figure. Runs that already exist are resumed (finished ones are only
 re-evaluated), so an interrupted sweep continues where it stopped.
 
 The paper trained 300 epochs on 10,000 trajectories (``--preset paper``, a GPU job); the default
@@ -32,16 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.experiments.hopper import (  # noqa: E402
+from physid.models.experiments.hopper import (  # noqa: E402
     OBSERVED_FRACTIONS,
     PAPER_TABLE4,
     FitConfig,
-    evaluate,
-    fit,
+    Hopper,
 )
+
 from physid._io import save_json, write_text_atomic  # noqa: E402
+from physid.errors import FitInterrupted  # noqa: E402
 
 METHODS = ("adjoint", "naive", "aca", "seminorm")
+EXPERIMENT = Hopper()
 
 
 def _floats(text: str) -> list[float]:
@@ -94,21 +96,21 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                     progress=not args.no_progress,
                 )
                 t0 = time.perf_counter()
-                run = fit(cfg)
-                summary = evaluate(run)
+                run = EXPERIMENT.fit(cfg)  # fits (or resumes) and evaluates
+                summary = run.read_summary()
                 rec = {
                     "method": method,
                     "observed": s,
                     "seed": seed,
                     "run_dir": str(run),
                     "wall_seconds_this_call": time.perf_counter() - t0,
+                    "seconds_total": summary.seconds,  # training seconds, summed over epochs
                     **{
                         k: summary.get(k)
                         for k in (
                             "test_mse",
                             "test_mse_e2",
                             "epochs_completed",
-                            "seconds_total",
                             "seconds_per_epoch",
                             "nfe_forward_per_iter",
                             "nfe_backward_per_iter",
@@ -216,7 +218,11 @@ def figure(agg: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace, 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    records = run_all(args)
+    try:
+        records = run_all(args)
+    except FitInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     agg = aggregate(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

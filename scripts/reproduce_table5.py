@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.experiments.three_body import PAPER_TABLE5, FitConfig, fit  # noqa: E402
+from physid.models.experiments.three_body import PAPER_TABLE5, FitConfig, fit  # noqa: E402
+
 from physid._io import load_json, save_json  # noqa: E402
 
 ROWS = (

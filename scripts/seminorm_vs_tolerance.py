@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from physid.models.experiments import acrobot  # noqa: E402
+from physid.models.symoden import build_symoden  # noqa: E402
+
 import physid  # noqa: E402
-from models.experiments import acrobot  # noqa: E402
-from models.symoden import build_symoden  # noqa: E402
 from physid._io import save_json, write_text_atomic  # noqa: E402
 
 
@@ -146,17 +147,12 @@ def measure(
         peers = []
     rows: list[dict[str, Any]] = []
     for run in runs:
-        model, config, raw = acrobot.load_run(run)
+        model, config = acrobot.load_run(run)
         if fresh is not None:
             torch.manual_seed(0)
             model = build_symoden(fresh)
         model = model.double()
-        splits = acrobot.load_splits(
-            raw["data_path"],
-            window=config.window,
-            split_seed=config.split_seed,
-            dtype=torch.float64,
-        )
+        splits = acrobot.run_splits(run, config, dtype=torch.float64)
         t = splits.t_window
         gen = torch.Generator().manual_seed(0)
         batches = [

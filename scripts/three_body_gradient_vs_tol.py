@@ -27,9 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from physid.models.experiments.three_body import make_data, training_loss  # noqa: E402
+from physid.models.known_form import KnownFormThreeBody  # noqa: E402
+
 import physid  # noqa: E402
-from models.experiments.three_body import make_data, training_loss  # noqa: E402
-from models.known_form import KnownFormThreeBody  # noqa: E402
 from physid._io import save_json  # noqa: E402
 
 METHODS = ("naive", "adjoint", "seminorm", "aca")

@@ -1,15 +1,16 @@
 """The latent-ODE MuJoCo hopper experiment (Rubanova et al. 2019; ACA paper, Table 4), end to end.
 
-- :func:`simulate` writes the data set (:mod:`envs.hopper`'s protocol) to an ``.npz``.
-- :func:`fit` trains a :class:`models.latent_ode.LatentODE` on irregularly-sampled windows
+- :func:`simulate` writes the data set (:mod:`physid.envs.hopper`'s protocol) to an ``.npz``.
+- ``fit`` trains a :class:`physid.models.latent_ode.LatentODE` on irregularly-sampled windows
   (``int(100 s)`` observed points per trajectory, re-drawn every batch) with the chosen gradient
-  method for the latent ODE solve, through :func:`physid.training.train`; returns the run
-  directory.
-- :func:`evaluate` computes the test MSE over *all* 100 points of every test trajectory, in
+  method for the latent ODE solve, through :func:`physid.training.train`.
+- ``evaluate`` computes the test MSE over *all* 100 points of every test trajectory, in
   normalised units (the papers report it ×1e-2), with the test masks drawn once from a fixed seed
   and stored in the run (``test_mask.npy``); plots reconstructions against the truth per feature.
-- :func:`render` replays a test trajectory in MuJoCo beside the model's reconstruction (joint
+- ``render`` replays a test trajectory in MuJoCo beside the model's reconstruction (joint
   positions decoded and un-normalised) as an MP4.
+- :class:`Hopper` is the system's experiment (the registry's ``hopper``): its ``simulate``,
+  ``fit``, ``evaluate`` and ``render`` are what ``physid`` runs.
 
 Presets: ``paper`` is the published setting (10,000 trajectories, 300 epochs, the paper's network
 sizes; meant for a GPU); ``default`` keeps the protocol (batch 50, Adamax 1e-2 with decay, KL
@@ -19,24 +20,24 @@ smaller networks, fewer epochs); ``tiny`` exists for tests.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from physid.envs import hopper as H
+from physid.models.latent_ode import PRESET_SIZES, LatentODE, LatentODEConfig, kl_coefficient
 
-from envs import hopper as H
-from models.latent_ode import PRESET_SIZES, LatentODE, LatentODEConfig, kl_coefficient
-from physid._io import load_json, save_json
 from physid.data import TrajectoryDataset, load_dataset, subsample_mask
 from physid.errors import ConfigError, DataError
+from physid.experiment import DTYPES, AbstractExperiment, BaseConfig, SimulateOptions, option
 from physid.render import write_video
+from physid.runs import RunDir, RunSummary
+from physid.training import TrainResult, load_model_state, train
 
 __all__ = [
     "SYSTEM",
@@ -45,14 +46,12 @@ __all__ = [
     "OBSERVED_FRACTIONS",
     "PAPER_TABLE4",
     "FitConfig",
+    "SimulateConfig",
+    "Hopper",
     "simulate",
     "load_data",
     "build_model",
-    "fit",
-    "evaluate",
     "test_mse",
-    "render",
-    "render_dataset",
 ]
 
 SYSTEM = "hopper"
@@ -82,9 +81,15 @@ PRESETS: dict[str, _Preset] = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class FitConfig:
-    """Every option of a hopper latent-ODE fit. ``None`` means "from the preset".
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FitConfig(BaseConfig):
+    """Every option of a hopper latent-ODE fit (all recorded in the run's ``config.json``).
+    ``None`` means "from the preset" (filled in by :meth:`resolve`).
+
+    The shared options (method, solver, tolerances, seed, device, dtype, threads, epochs, run
+    directory, resume, time limit, progress) are :class:`~physid.experiment.BaseConfig`'s; the
+    defaults here follow the paper's protocol. The default run directory is
+    ``runs/hopper-latent-ode-[preset-]obs<pct>-<method>-<seed>``.
 
     Attributes:
         observed: the observed fraction s of each trajectory's 100 points (0.1, 0.2, 0.5).
@@ -109,102 +114,118 @@ class FitConfig:
         eval_every: test MSE every this many epochs (and at the last epoch).
         test_mask_seed: seed of the fixed test masks.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: floating-point type of the model and data (float32, as the reference).
         threads: ``torch.set_num_threads`` for the run (CPU), or None to leave it.
-        runs_dir: parent of the run directory; run_dir: the run directory itself (overrides).
+        runs_dir, run_name: the run directory is ``runs_dir/run_name``.
         progress: progress bar; resume: continue an interrupted run; time_limit: seconds.
     """
 
-    observed: float = 0.1
-    method: str = "aca"
-    preset: str = "default"
-    seed: int = 0
-    data: str | None = None
-    n_trajectories: int | None = None
-    data_seed: int = 123
-    data_dir: str = "data"
-    epochs: int | None = None
-    batch_size: int = 50
-    lr: float = 1e-2
-    lr_decay: float = 0.999
-    lr_min_factor: float = 0.1
-    n_samples: int = 3
-    eval_samples: int = 3
-    kl_wait: int = 10
-    kl_rate: float = 0.99
-    solver: str = "dopri5"
-    rtol: float = 1e-3
-    atol: float = 1e-4
-    normalisation: str = "minmax"
-    eval_every: int | None = None
-    test_mask_seed: int = 2024
-    device: str = "auto"
-    threads: int | None = None
-    runs_dir: str = "runs"
-    run_dir: str | None = None
-    progress: bool = True
-    resume: bool = True
-    time_limit: float | None = None
+    system: ClassVar[str] = SYSTEM
+    MODELS: ClassVar[tuple[str, ...]] = (MODEL,)
+    # Options that may change when an interrupted run is resumed (they do not change the fit).
+    RESUME_IGNORE: ClassVar[tuple[str, ...]] = (
+        *BaseConfig.RESUME_IGNORE,
+        "data_dir",
+        "eval_every",
+    )
+    RECORD_KEYS: ClassVar[tuple[str, ...]] = (
+        *BaseConfig.RECORD_KEYS,
+        "sizes",
+        "n_train",
+        "n_test",
+        "data_seed_in_file",
+    )
 
-    def resolved(self) -> FitConfig:
-        """Validate and fill the preset's values in.
+    model: str = option(MODEL, help="The latent ODE (the only model).", choices=(MODEL,))
+    observed: float = option(0.1, help="Observed fraction of each trajectory's points (0, 1].")
+    preset: str = option(
+        "default",
+        help="default (CPU budget), paper (published sizes and budget) or tiny.",
+        choices=tuple(PRESETS),
+    )
+    seed: int = option(0, help="Seeds initialisation, batch order, masks and z0 samples.")
+    data: str | None = option(None, help="A data set from 'physid simulate hopper'.")
+    n_trajectories: int | None = option(
+        None, help="Trajectories of the generated data set (default: the preset's)."
+    )
+    data_seed: int = option(123, help="Seed of the generated data set.")
+    data_dir: str = option("data", help="Where generated data sets are cached.")
+    # None: the preset's; resolve() fills it in, so a built config holds an int.
+    epochs: int | None = option(  # type: ignore[assignment]
+        None, help="Training epochs (default: the preset's)."
+    )
+    batch_size: int = option(50, help="Trajectories per batch.")
+    lr: float = option(1e-2, help="Adamax learning rate.")
+    lr_decay: float = option(0.999, help="Learning-rate factor per iteration.")
+    lr_min_factor: float = option(0.1, help="The learning rate stops decaying at lr x this.")
+    n_samples: int = option(3, help="z0 samples in the training ELBO.")
+    eval_samples: int = option(3, help="z0 samples when measuring the test MSE.")
+    kl_wait: int = option(10, help="Epochs with KL weight 0.")
+    kl_rate: float = option(0.99, help="KL weight 1 - rate**(epoch - wait) after the wait.")
+    rtol: float = option(1e-3, help="Relative tolerance of the latent ODE solve.")
+    atol: float = option(1e-4, help="Absolute tolerance of the latent ODE solve.")
+    normalisation: str = option(
+        "minmax",
+        help="minmax (sound) or reference (the paper's (x - min) / max).",
+        choices=H.NORMALISATIONS,
+    )
+    eval_every: int | None = option(
+        None, help="Test MSE every this many epochs (default: the preset's)."
+    )
+    test_mask_seed: int = option(2024, help="Seed of the fixed test masks.")
+    device: str = option("auto", help="Where tensors live: auto, cpu, cuda or cuda:N.")
+    dtype: str = option("float32", help="Floating-point type of the model.", choices=tuple(DTYPES))
+    threads: int | None = option(None, help="CPU threads for torch (none: torch's default).")
 
-        Raises:
-            ConfigError: an option is out of range or unknown.
-        """
-        import physid
+    def resolve(self) -> dict[str, Any]:
+        """The preset's ``n_trajectories``, ``epochs`` and ``eval_every`` where not given."""
+        p = PRESETS.get(self.preset)
+        if p is None:
+            return {}  # the choices check names the presets
+        values = {
+            "n_trajectories": p.n_trajectories,
+            "epochs": p.epochs,
+            "eval_every": p.eval_every,
+        }
+        return {k: v for k, v in values.items() if getattr(self, k) is None}
 
-        if self.preset not in PRESETS:
-            raise ConfigError(
-                f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}."
-            )
-        if self.method not in physid.GRADIENT_METHODS:
-            raise ConfigError(
-                f"unknown method {self.method!r}; "
-                f"choose one of {', '.join(physid.GRADIENT_METHODS)}."
-            )
-        if self.solver not in physid.SOLVER_NAMES:
-            raise ConfigError(
-                f"unknown solver {self.solver!r}; choose one of {', '.join(physid.SOLVER_NAMES)}."
-            )
+    def check(self) -> None:
         if not 0.0 < self.observed <= 1.0:
             raise ConfigError(f"--observed must be in (0, 1], got {self.observed}.")
-        if self.normalisation not in H.NORMALISATIONS:
-            raise ConfigError(
-                f"unknown normalisation {self.normalisation!r}; "
-                f"choose {' or '.join(H.NORMALISATIONS)}."
-            )
         for name in ("batch_size", "n_samples", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.lr <= 0 or not 0 < self.lr_decay <= 1 or not 0 < self.lr_min_factor <= 1:
             raise ConfigError("lr must be > 0, lr_decay and lr_min_factor in (0, 1].")
-        p = PRESETS[self.preset]
-        cfg = dataclasses.replace(
-            self,
-            n_trajectories=self.n_trajectories
-            if self.n_trajectories is not None
-            else p.n_trajectories,
-            epochs=self.epochs if self.epochs is not None else p.epochs,
-            eval_every=self.eval_every if self.eval_every is not None else p.eval_every,
-        )
-        if int(cfg.epochs or 0) < 0 or int(cfg.eval_every or 0) < 1:
-            raise ConfigError("epochs must be >= 0 and eval_every >= 1.")
-        if cfg.data is None and (cfg.n_trajectories or 0) < 2:
-            raise ConfigError(f"n_trajectories must be at least 2, got {cfg.n_trajectories}.")
-        return cfg
+        if int(self.eval_every or 0) < 1:
+            raise ConfigError(f"eval_every must be at least 1, got {self.eval_every}.")
+        if self.data is None and int(self.n_trajectories or 0) < 2:
+            raise ConfigError(f"n_trajectories must be at least 2, got {self.n_trajectories}.")
+
+    @property
+    def name(self) -> str:
+        """``latent-ode-[preset-]obs<pct>-<method>``: the run directory is
+        ``runs/hopper-latent-ode-[preset-]obs<pct>-<method>-<seed>`` unless ``run_name``."""
+        pct = int(round(100 * self.observed))
+        preset = "" if self.preset == "default" else f"{self.preset}-"
+        return f"{self.model}-{preset}obs{pct}-{self.method}"
 
     @property
     def sizes(self) -> LatentODEConfig:
         """The network sizes of the preset."""
         return PRESETS[self.preset].sizes
 
-    def run_path(self) -> Path:
-        """``runs/hopper-latent-ode-[preset-]obs<pct>-<method>-<seed>`` unless ``run_dir``."""
-        if self.run_dir is not None:
-            return Path(self.run_dir)
-        pct = int(round(100 * self.observed))
-        preset = "" if self.preset == "default" else f"{self.preset}-"
-        return Path(self.runs_dir) / f"{SYSTEM}-{MODEL}-{preset}obs{pct}-{self.method}-{self.seed}"
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimulateConfig(SimulateOptions):
+    """Options of ``physid simulate hopper`` (default out: ``data/hopper-n<N>-seed<S>.npz``)."""
+
+    n_trajectories: int = option(1_000, help="Trajectories (the paper: 10,000).")
+    seed: int = option(123, help="The data seed.")
+
+    def check(self) -> None:
+        if self.n_trajectories < 2:
+            raise ConfigError(f"n_trajectories must be at least 2, got {self.n_trajectories}.")
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -279,32 +300,18 @@ class _Tensors:
 def _tensors(ds: TrajectoryDataset, cfg: FitConfig, device: torch.device) -> _Tensors:
     stats = H.normalisation_of(ds, cfg.normalisation)
     n_train = int(ds.metadata["n_train"])
-    y = torch.as_tensor(H.normalise(ds.y, stats), dtype=torch.float32, device=device)
-    t = torch.as_tensor(ds.t, dtype=torch.float32, device=device)
+    y = torch.as_tensor(H.normalise(ds.y, stats), dtype=cfg.torch_dtype, device=device)
+    t = torch.as_tensor(ds.t, dtype=cfg.torch_dtype, device=device)
     return _Tensors(t=t, train=y[:n_train], test=y[n_train:], stats=stats)
 
 
 # ---- model and training -----------------------------------------------------------------------
 
-# Options that may change when an interrupted run is resumed (they do not change the fit).
-_RESUME_IGNORE = (
-    "epochs",
-    "device",
-    "progress",
-    "resume",
-    "physid_version",
-    "threads",
-    "time_limit",
-    "run_dir",
-    "runs_dir",
-    "data_dir",
-    "eval_every",
-)
-
 
 def build_model(cfg: FitConfig) -> LatentODE:
-    """The latent ODE of the config's preset (initialised from the current torch RNG)."""
-    return LatentODE(cfg.sizes)
+    """The latent ODE of the config's preset, in its ``dtype`` (initialised from the current
+    torch RNG)."""
+    return LatentODE(cfg.sizes).to(cfg.torch_dtype)
 
 
 def _decode_kwargs(cfg: FitConfig, stats: Any) -> dict[str, Any]:
@@ -361,10 +368,8 @@ def _test_mask(n_test: int, n_times: int, cfg: FitConfig) -> torch.Tensor:
 
 
 def _config_record(cfg: FitConfig, ds: TrajectoryDataset) -> dict[str, Any]:
-    rec = dataclasses.asdict(cfg)
+    rec = cfg.to_dict()
     rec.update(
-        system=SYSTEM,
-        model=MODEL,
         sizes=dataclasses.asdict(cfg.sizes),
         n_train=int(ds.metadata["n_train"]),
         n_test=ds.n_trajectories - int(ds.metadata["n_train"]),
@@ -373,51 +378,28 @@ def _config_record(cfg: FitConfig, ds: TrajectoryDataset) -> dict[str, Any]:
     return rec
 
 
-def fit(config: FitConfig) -> Path:
-    """Train a latent ODE on the hopper data (module docstring) and evaluate it.
+def _fit(cfg: FitConfig, run: RunDir) -> TrainResult:
+    """Train a latent ODE on the hopper data (module docstring) into ``run`` (no evaluation);
+    returns :func:`physid.training.train`'s result.
 
     Writes into the run directory ``config.json``, ``metrics.jsonl`` (per epoch: ``loss``,
-    ``train_mse``, ``loglik``, ``kl``, ``kl_coef``, latent-ODE ``nfe_forward``/``nfe_backward``
-    per iteration, encoder NFE, ``seconds`` and every ``eval_every`` epochs ``test_mse``),
-    ``model.pt``, ``summary.json`` and ``plots/``.
-
-    Returns:
-        the run directory.
+    ``train_mse``, ``loglik``, ``kl``, ``kl_coef``; latent-ODE ``nfe_forward``/``nfe_backward``
+    and ``steps_accepted``/``steps_rejected`` summed over the epoch's iterations, and their
+    means per iteration as ``*_per_iter``; encoder NFE (``encoder_nfe``, summed, and
+    ``encoder_nfe_per_iter``), ``seconds``, ``train_seconds`` and every ``eval_every`` epochs
+    ``test_mse``), ``model.pt`` and ``test_mask.npy``.
 
     Raises:
         ConfigError, DataError: bad options or data; TrainingError: the loss stayed non-finite.
     """
-    cfg = config.resolved()
-    with _torch_threads(cfg.threads):
-        return _fit(cfg)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``torch.set_num_threads(n)`` (small networks on a shared CPU run fastest on one
-    thread), restoring the previous count afterwards."""
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _fit(cfg: FitConfig) -> Path:
     import physid
-    from physid.device import resolve_device
-    from physid.training import train
+    from physid._io import atomic_write
 
     epochs, eval_every = int(cfg.epochs or 0), int(cfg.eval_every or 1)
-    device = resolve_device(cfg.device)
+    device = cfg.torch_device()
     ds = load_data(cfg)
     data = _tensors(ds, cfg, device)
     n_train, n_times = data.train.shape[0], data.t.shape[0]
-    run = cfg.run_path()
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
@@ -463,11 +445,18 @@ def _fit(cfg: FitConfig) -> Path:
         rec: dict[str, Any] = {k: v / n_batches for k, v in sums.items()}
         rec.update(
             kl_coef=kl_coef,
-            nfe_forward=stats.nfe_forward / n_batches,
-            nfe_backward=stats.nfe_backward / n_batches,
-            steps_accepted=stats.steps_accepted / n_batches,
-            steps_rejected=stats.steps_rejected / n_batches,
-            encoder_nfe=enc_stats.nfe_forward / n_batches,
+            # totals over the epoch (summed over epochs in summary.json) ...
+            nfe_forward=stats.nfe_forward,
+            nfe_backward=stats.nfe_backward,
+            steps_accepted=stats.steps_accepted,
+            steps_rejected=stats.steps_rejected,
+            encoder_nfe=enc_stats.nfe_forward,
+            # ... and means per iteration (batch), as Table 4 reports them
+            nfe_forward_per_iter=stats.nfe_forward / n_batches,
+            nfe_backward_per_iter=stats.nfe_backward / n_batches,
+            steps_accepted_per_iter=stats.steps_accepted / n_batches,
+            steps_rejected_per_iter=stats.steps_rejected / n_batches,
+            encoder_nfe_per_iter=enc_stats.nfe_forward / n_batches,
             train_seconds=train_seconds,
         )
         if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
@@ -484,35 +473,17 @@ def _fit(cfg: FitConfig) -> Path:
         scheduler_interval="manual",
         select_metric="train_mse",
         resume=cfg.resume,
-        resume_ignore=_RESUME_IGNORE,
+        resume_ignore=cfg.RESUME_IGNORE,
+        # runs made before the dtype option existed were float32
+        resume_added={"dtype": "float32"},
         progress=cfg.progress,
         description=f"hopper {cfg.method} s={cfg.observed}",
         time_limit=cfg.time_limit,
         generators=(gen,),
     )
-    np.save(run / "test_mask.npy", test_mask.cpu().numpy())
-    history = result.history
-    train_hist = [r for r in history if "nfe_forward" in r]
-    summary = {
-        "system": SYSTEM,
-        "model": MODEL,
-        "method": cfg.method,
-        "observed": cfg.observed,
-        "preset": cfg.preset,
-        "seed": cfg.seed,
-        "epochs_completed": result.epochs_completed,
-        "interrupted": result.interrupted,
-        "stopped_early": result.stopped_early,
-        "seconds_total": float(sum(r.get("seconds", 0.0) for r in history)),
-        "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else None,
-        "nfe_forward_per_iter": _mean(train_hist, "nfe_forward"),
-        "nfe_backward_per_iter": _mean(train_hist, "nfe_backward"),
-        "final_train_mse": history[-1]["train_mse"] if history else None,
-    }
-    save_json(run / "summary.json", summary)
-    if result.epochs_completed > 0 and not result.interrupted:
-        evaluate(run)
-    return run
+    with atomic_write(run / "test_mask.npy", "wb") as fh:
+        np.save(fh, test_mask.cpu().numpy())
+    return result
 
 
 def _mean(records: list[dict[str, Any]], key: str) -> float | None:
@@ -524,20 +495,13 @@ def _mean(records: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _load_run(
-    run_dir: str | Path, device: str = "cpu"
+    run_dir: str | Path | RunDir, device: str = "cpu"
 ) -> tuple[FitConfig, LatentODE, _Tensors, torch.Tensor, int]:
-    from physid.cli import load_run_config
     from physid.device import resolve_device
-    from physid.training import load_model_state
 
-    run = Path(run_dir)
-    raw = load_run_config(run)
-    if raw.get("system") != SYSTEM:
-        raise DataError(f"{run} is a {raw.get('system')} run, not a hopper run.")
-    fields = {f.name for f in dataclasses.fields(FitConfig)}
-    cfg = FitConfig(**{k: v for k, v in raw.items() if k in fields}).resolved()
+    run = RunDir.open(run_dir) if not isinstance(run_dir, RunDir) else run_dir
+    cfg = FitConfig.from_run(run)
     dev = resolve_device(device)
-    cfg = dataclasses.replace(cfg, device=str(dev), run_dir=str(run))
     model = build_model(cfg)
     epoch = load_model_state(model, run, "last")
     model.to(dev).eval()
@@ -552,19 +516,19 @@ def _load_run(
     return cfg, model, data, mask.to(dev), epoch
 
 
-def evaluate(run_dir: str | Path) -> dict[str, Any]:
+def _evaluate(run: RunDir, totals: dict[str, Any]) -> RunSummary:
     """Test MSE of a run's last model and its plots (``physid evaluate RUN``).
 
-    Writes ``summary.json`` (merged: ``test_mse``, ``test_mse_e2`` = MSE / 1e-2 as in Table 4,
-    the paper's number beside), ``plots/reconstruction.png`` (a test trajectory, every
-    feature, truth vs reconstruction, observed points marked), ``plots/loss.png``.
-
-    Returns:
-        the summary.
+    ``test_mse`` is over all 100 points of every test trajectory, in normalised units;
+    ``train_mse`` the training MSE of the last epoch. Extras: ``test_mse_e2`` = MSE / 1e-2 as in
+    Table 4 and the paper's number beside (``paper_test_mse_e2``), the latent ODE's NFE per
+    iteration (``nfe_forward_per_iter``, ``nfe_backward_per_iter``: means over epochs),
+    ``seconds_per_epoch``, ``stopped_early`` (the time limit stopped the fit). Plots:
+    ``plots/reconstruction.png`` (a test trajectory, every feature, truth vs reconstruction,
+    observed points marked), ``plots/loss.png``.
     """
     from physid.evaluate import plot_loss_curve, plot_trajectories
 
-    run = Path(run_dir)
     cfg, model, data, mask, epoch = _load_run(run, device="auto")
     gen = torch.Generator().manual_seed(cfg.test_mask_seed)
     mse = test_mse(model, data.test, data.t, mask, cfg, generator=gen)
@@ -573,7 +537,7 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
             data.test[:1], mask[:1], data.t, n_samples=1, **_decode_kwargs(cfg, None)
         )
         x_mean = model.decode(mean.unsqueeze(0), data.t, **_decode_kwargs(cfg, None))[0]
-    plots = run / "plots"
+    plots = run.plots
     plot_trajectories(
         data.t,
         data.test[:1],
@@ -585,23 +549,39 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
         title=f"hopper test trajectory 0, {cfg.method}, {int(round(100 * cfg.observed))}% observed "
         "(normalised units)",
     )
-    if (run / "metrics.jsonl").exists():
+    if run.metrics_path.exists():
         plot_loss_curve(run, plots / "loss.png")
-    summary_path = run / "summary.json"
-    summary = dict(load_json(summary_path)) if summary_path.exists() else {}
+    history = run.read_metrics()
     paper = PAPER_TABLE4.get(cfg.method, {}).get(round(cfg.observed, 3))
-    summary.update(
-        model_evaluated="last",
-        epoch_evaluated=epoch,
+    extras: dict[str, Any] = {
+        "name": cfg.name,
+        "observed": cfg.observed,
+        "preset": cfg.preset,
+        "solver": cfg.solver,
+        "rtol": cfg.rtol,
+        "atol": cfg.atol,
+        "model_evaluated": "last",
+        "epoch_evaluated": epoch,
+        "test_mse_e2": mse / 1e-2,
+        "paper_test_mse_e2": paper,
+        "normalisation": cfg.normalisation,
+        "eval_samples": cfg.eval_samples,
+        "n_test": int(data.test.shape[0]),
+        "nfe_forward_per_iter": _mean(history, "nfe_forward_per_iter"),
+        "nfe_backward_per_iter": _mean(history, "nfe_backward_per_iter"),
+        "seconds_per_epoch": _mean(history, "seconds"),
+        "stopped_early": run.load_checkpoint().get("stopped") == "time_limit",
+    }
+    return RunSummary(
+        system=SYSTEM,
+        model=cfg.model,
+        method=cfg.method,
+        seed=cfg.seed,
         test_mse=mse,
-        test_mse_e2=mse / 1e-2,
-        paper_test_mse_e2=paper,
-        normalisation=cfg.normalisation,
-        eval_samples=cfg.eval_samples,
-        n_test=int(data.test.shape[0]),
+        train_mse=float(history[-1]["train_mse"]) if history else None,
+        **totals,
+        extras=extras,
     )
-    save_json(summary_path, summary)
-    return summary
 
 
 def _reconstruct_raw(
@@ -617,9 +597,9 @@ def _reconstruct_raw(
     return truth, pred
 
 
-def render(
-    run_dir: str | Path,
-    out: str | Path,
+def _render_run(
+    run: RunDir,
+    out: Path,
     *,
     index: int = 0,
     fps: int = 20,
@@ -628,7 +608,7 @@ def render(
 ) -> Path:
     """The MuJoCo hopper replaying test trajectory ``index`` (left, brown) beside the model's
     reconstruction from its observed points (right, blue): joint positions decoded from the
-    posterior mean of z0 and un-normalised (``physid render RUN -o hopper.mp4``).
+    posterior mean of z0 and un-normalised (``physid render RUN``).
 
     Args:
         fps: frames per second; the data are 200 steps per second, so 20 means 10× slow motion.
@@ -636,14 +616,14 @@ def render(
     Returns:
         the MP4 path.
     """
-    cfg, model, data, mask, _ = _load_run(run_dir)
+    cfg, model, data, mask, _ = _load_run(run)
     truth, pred = _reconstruct_raw(cfg, model, data, mask, index)
     left = H.render_states(truth[:, :7], width=width, height=height)
     right = H.render_states(pred[:, :7], width=width, height=height, rgba=(0.3, 0.5, 0.8, 1.0))
     return write_video(out, np.concatenate([left, right], axis=2), fps, macro_block_size=8)
 
 
-def render_dataset(
+def _render_data(
     path: str | Path,
     out: str | Path,
     *,
@@ -652,7 +632,7 @@ def render_dataset(
     width: int = 320,
     height: int = 240,
 ) -> Path:
-    """Render trajectory ``index`` of a hopper data set (``physid render DATASET -o ...``)."""
+    """Render trajectory ``index`` of a hopper data set (``physid render DATASET``)."""
     ds = load_dataset(path)
     if ds.metadata.get("system") != SYSTEM or ds.state_dim != 14:
         raise DataError(f"{path} is not a hopper data set.")
@@ -662,11 +642,28 @@ def render_dataset(
     return write_video(out, frames, fps, macro_block_size=8)
 
 
-def config_from_json(text: str | Mapping[str, Any]) -> FitConfig:
-    """A :class:`FitConfig` from JSON text or a mapping (unknown keys rejected)."""
-    raw = json.loads(text) if isinstance(text, str) else dict(text)
-    fields = {f.name for f in dataclasses.fields(FitConfig)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ConfigError(f"unknown hopper fit option(s): {', '.join(unknown)}.")
-    return FitConfig(**raw)
+# ---- the experiment ---------------------------------------------------------------------------
+
+
+class Hopper(AbstractExperiment[FitConfig]):
+    """The MuJoCo hopper of the ACA paper's Table 4: a latent ODE on irregular samples."""
+
+    name = SYSTEM
+    Config = FitConfig
+    Simulate = SimulateConfig
+
+    def _simulate(self, options: SimulateConfig) -> Path:
+        return simulate(options.n_trajectories, options.seed, options.out)
+
+    def _fit(self, config: FitConfig, run: RunDir) -> TrainResult:
+        return _fit(config, run)
+
+    def _evaluate(self, config: FitConfig, run: RunDir) -> RunSummary:
+        return _evaluate(run, self.training_totals(run))
+
+    def _render(self, config: FitConfig, run: RunDir, out: Path, **options: Any) -> Path:
+        """Options: ``index`` (test trajectory), ``fps``, ``width``, ``height``."""
+        return _render_run(run, out, **options)
+
+    def _render_dataset(self, dataset: Path, out: Path, trajectory: int) -> Path:
+        return _render_data(dataset, out, index=trajectory)

@@ -11,40 +11,42 @@
   unweighted training error. LSTMs: lr 0.01 x 0.999 per epoch, 5000 epochs, windows of 20.
 - Metric: mean over the test times of the squared position error summed over the 9 coordinates
   (:func:`position_mse`).
-- :func:`evaluate` and :func:`render` take the run directory.
+- :class:`ThreeBody` is the system's experiment (the registry's ``three-body``): its
+  ``simulate``, ``fit``, ``evaluate`` and ``render`` are what ``physid`` runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
-
-import physid
-from envs.three_body import (
+from physid.envs.three_body import (
     ThreeBodyParams,
     default_initial_state,
     eval_times,
     random_system,
     train_times,
 )
-from envs.three_body import simulate as simulate_truth
-from models.known_form import KnownFormThreeBody
-from models.lstm import LSTMBaseline
-from models.node import NODE_SCALINGS, AugmentedNODE, PairwiseNODE
-from physid._io import load_json, read_jsonl, save_json
+from physid.envs.three_body import simulate as simulate_truth
+from physid.models.known_form import KnownFormThreeBody
+from physid.models.lstm import LSTMBaseline
+from physid.models.node import NODE_SCALINGS, AugmentedNODE, PairwiseNODE
+from torch import nn
+
+import physid
 from physid.data import TrajectoryDataset, load_dataset, make_metadata, windows
-from physid.device import resolve_device
 from physid.errors import ConfigError, DataError
+from physid.experiment import DTYPES, AbstractExperiment, BaseConfig, SimulateOptions, option
 from physid.render import write_video
-from physid.training import load_model_state, train
+from physid.runs import RunDir, RunSummary
+from physid.training import TrainResult, load_model_state, train
 
 __all__ = [
     "SYSTEM",
@@ -58,14 +60,12 @@ __all__ = [
     "position_mse",
     "training_loss",
     "FitConfig",
+    "SimulateConfig",
+    "ThreeBody",
     "build_model",
-    "fit",
     "load_run",
     "predict",
-    "evaluate",
     "force_law",
-    "render",
-    "render_dataset",
 ]
 
 SYSTEM = "three-body"
@@ -78,21 +78,6 @@ ODE_MODELS = ("ode", "node", "node-pair")
 DEFAULT_LR = {"ode": 0.1, "node": 0.1, "node-pair": 0.01}
 TRUTH_TOL = 1e-12
 POSITION_LABELS = tuple(f"{axis}{i}" for i in (1, 2, 3) for axis in "xyz")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# Options that may change when an interrupted run is resumed (more epochs, another machine).
-_RESUME_IGNORE = (
-    "epochs",
-    "lstm_epochs",
-    "device",
-    "threads",
-    "progress",
-    "plots",
-    "resume",
-    "time_limit",
-    "runs_dir",
-    "run_name",
-    "physid_version",
-)
 
 PAPER_TABLE5: dict[str, tuple[float, float]] = {
     "lstm": (0.59, 0.12),
@@ -303,16 +288,38 @@ def _position_sq_error(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 # ---- configuration ----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class FitConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimulateConfig(SimulateOptions):
+    """Options of ``physid simulate three-body``."""
+
+    seed: int | None = option(
+        None, help="Random unequal-mass systems from this seed (default: the paper's system)."
+    )
+    n_trajectories: int = option(1, help="Systems to simulate (more than one needs --seed).")
+    n_train: int = option(1000, help="Training points on [0, train_end].")
+    n_test: int = option(2000, help="Test points on [0, 2 train_end].")
+    train_end: float = option(1.0, help="End of the training window.")
+
+    def check(self) -> None:
+        if self.n_trajectories < 1:
+            raise ConfigError(f"n_trajectories must be >= 1, got {self.n_trajectories}.")
+        if self.n_train < 2 or self.n_test < 2 or not self.train_end > 0:
+            raise ConfigError("n_train and n_test must be >= 2 and train_end positive.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FitConfig(BaseConfig):
     """Every option of a three-body fit (all recorded in the run's ``config.json``).
+
+    The shared options (method, solver, tolerances, seed, device, dtype, threads, epochs, run
+    directory, resume, time limit, progress) are :class:`~physid.experiment.BaseConfig`'s; the
+    defaults here follow the paper's protocol.
 
     Attributes:
         model: ``ode`` (3 unknown masses), ``node`` (the paper's augmented-input NODE),
-            ``node-pair`` (:class:`models.node.PairwiseNODE`: learned central pair forces, not
-            in the paper), ``lstm`` or ``lstm-aug``.
-        method: gradient method of the ODE models (``naive``, ``adjoint``, ``seminorm``,
-            ``aca``); ignored by LSTMs.
+            ``node-pair`` (:class:`physid.models.node.PairwiseNODE`: learned central pair
+            forces, not in the paper), ``lstm`` or ``lstm-aug``.
+        method: gradient method of the ODE models; ignored by LSTMs.
         solver, rtol, atol, max_steps: the training solve. The default 1e-7 (the paper used
             1e-5) comes from ``scripts/three_body_gradient_vs_tol.py``: with a 0.1% error in one
             mass, dopri5 at 1e-5 gets the loss wrong by a factor 4 (its own error dominates)
@@ -323,102 +330,87 @@ class FitConfig:
             (0.5, 0.5), 0.95 applied before every step). ``lr=None``: :data:`DEFAULT_LR` of
             the model (0.1; 0.01 for ``node-pair``); the resolved value is recorded.
         loss_weight_base: the loss weights the error at time t by ``base**t`` (0.01).
-        node_scaling: conditioning of the NODE's network (:data:`models.node.NODE_SCALINGS`):
-            ``none`` is the paper's; ``inputs`` divides each block of augmented inputs by its
-            RMS over the training data (the d/|d|^3 block reaches 325 at the close encounter,
-            which saturates tanh at once with lr 0.1); ``inputs+outputs`` also scales the
-            output by the RMS acceleration. Fixed buffers, same 5,509 parameters.
+        node_scaling: conditioning of the NODE's network (``NODE_SCALINGS``): ``none`` is the
+            paper's; ``inputs`` divides each block of augmented inputs by its RMS over the
+            training data (the d/|d|^3 block reaches 325 at the close encounter, which
+            saturates tanh at once with lr 0.1); ``inputs+outputs`` also scales the output by
+            the RMS acceleration. Fixed buffers, same 5,509 parameters.
         lstm_epochs, lstm_lr, lstm_betas, lstm_lr_decay, lstm_hidden, lstm_window,
             lstm_context, lstm_dtype: the LSTM baselines (5000 epochs, lr 0.01 x 0.999 per
             epoch, windows of 20 points, rollout from the first 10; float32, 2.4x faster than
             float64 on the CPU, about 0.12 s per epoch).
-        seed: model initialisation.
         system_seed: ``None``: the paper's system; an integer: a random unequal-mass system.
         data, trajectory: an existing data set (from ``physid simulate three-body``) and the
             system in it, instead of simulating.
-        device, dtype, threads: where and how to compute (``dtype`` of the ODE models;
-            ``threads=None`` keeps torch's).
-        runs_dir, run_name: the run directory is ``runs_dir/run_name`` (default
-            ``three-body-{model}-{method}-{seed}``, ``three-body-{model}-{seed}`` for LSTMs).
-        resume, progress, time_limit: see :func:`physid.training.train`.
-        plots: write the evaluation plots at the end of :func:`fit`.
+        plots: write the evaluation plots at the end of the fit.
     """
 
-    model: str = "ode"
-    method: str = "aca"
-    solver: str = "dopri5"
-    rtol: float = 1e-7
-    atol: float = 1e-7
-    max_steps: int = 100_000
-    eval_rtol: float | None = None
-    eval_atol: float | None = None
-    epochs: int = 100
-    lr: float | None = None
-    betas: tuple[float, float] = (0.5, 0.5)
-    lr_decay: float = 0.95
-    loss_weight_base: float = 0.01
-    node_scaling: str = "none"
-    lstm_epochs: int = 5000
-    lstm_lr: float = 0.01
-    lstm_betas: tuple[float, float] = (0.9, 0.999)
-    lstm_lr_decay: float = 0.999
-    lstm_hidden: int = 64
-    lstm_window: int = 20
-    lstm_context: int = 10
-    lstm_dtype: str = "float32"
-    seed: int = 0
-    system_seed: int | None = None
-    data: str | None = None
-    trajectory: int = 0
-    device: str = "cpu"
-    dtype: str = "float64"
-    threads: int | None = 1
-    runs_dir: str = "runs"
-    run_name: str | None = None
-    resume: bool = True
-    progress: bool = True
-    time_limit: float | None = None
-    plots: bool = True
+    system: ClassVar[str] = SYSTEM
+    MODELS: ClassVar[tuple[str, ...]] = MODELS
+    RESUME_IGNORE: ClassVar[tuple[str, ...]] = (*BaseConfig.RESUME_IGNORE, "lstm_epochs", "plots")
+    RECORD_KEYS: ClassVar[tuple[str, ...]] = (*BaseConfig.RECORD_KEYS, "true_masses")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        object.__setattr__(self, "lstm_betas", tuple(float(b) for b in self.lstm_betas))
-        if self.model not in MODELS:
-            raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}.")
+    model: str = option(
+        "ode",
+        help="ode (unknown masses), node (the paper's), node-pair (learned pair forces), "
+        "lstm or lstm-aug.",
+        choices=MODELS,
+    )
+    rtol: float = option(1e-7, help="Relative tolerance of the training solves.")
+    atol: float = option(1e-7, help="Absolute tolerance of the training solves.")
+    max_steps: int = option(100_000, help="Most steps of one solve.")
+    eval_rtol: float | None = option(None, help="Test-solve rtol (default: --rtol).")
+    eval_atol: float | None = option(None, help="Test-solve atol (default: --atol).")
+    epochs: int = option(100, help="Epochs (ode, node, node-pair).")
+    lr: float | None = option(None, help="Adam learning rate (default 0.1; node-pair 0.01).")
+    betas: tuple[float, float] = option((0.5, 0.5), help="Adam betas (ode, node, node-pair).")
+    lr_decay: float = option(0.95, help="Learning-rate factor per epoch (ode, node, node-pair).")
+    loss_weight_base: float = option(0.01, help="The loss weights time t by BASE**t.")
+    node_scaling: str = option(
+        "none",
+        help="NODE conditioning: none (the paper), inputs, inputs+outputs.",
+        choices=NODE_SCALINGS,
+    )
+    lstm_epochs: int = option(5000, help="Epochs (lstm, lstm-aug).")
+    lstm_lr: float = option(0.01, help="Learning rate (lstm).")
+    lstm_betas: tuple[float, float] = option((0.9, 0.999), help="Adam betas (lstm).")
+    lstm_lr_decay: float = option(0.999, help="Learning-rate factor per epoch (lstm).")
+    lstm_hidden: int = option(64, help="LSTM width.")
+    lstm_window: int = option(20, help="LSTM training window (points).")
+    lstm_context: int = option(10, help="Points an LSTM rollout starts from.")
+    lstm_dtype: str = option("float32", help="LSTM floating-point type.", choices=tuple(DTYPES))
+    system_seed: int | None = option(
+        None, help="Fit a random system from this seed (default: the paper's)."
+    )
+    data: str | None = option(None, help="A data set from 'physid simulate three-body'.")
+    trajectory: int = option(0, help="Which system of --data.")
+    plots: bool = option(True, help="Write the evaluation plots.")
+
+    def resolve(self) -> dict[str, Any]:
         if self.lr is None:
-            object.__setattr__(self, "lr", DEFAULT_LR.get(self.model, DEFAULT_LR["node"]))
-        if self.method not in physid.GRADIENT_METHODS:
-            raise ConfigError(
-                f"method must be one of {', '.join(physid.GRADIENT_METHODS)}, got {self.method!r}."
-            )
-        if self.solver not in physid.SOLVER_NAMES:
-            raise ConfigError(
-                f"solver must be one of {', '.join(physid.SOLVER_NAMES)}, got {self.solver!r}."
-            )
-        for name in ("dtype", "lstm_dtype"):
-            if getattr(self, name) not in _DTYPES:
-                raise ConfigError(
-                    f"{name} must be float32 or float64, got {getattr(self, name)!r}."
-                )
-        positive = ("rtol", "atol", "lr", "lstm_lr", "loss_weight_base")
+            return {"lr": DEFAULT_LR.get(self.model, DEFAULT_LR["node"])}
+        return {}
+
+    def check(self) -> None:
+        positive = ("lr", "lstm_lr", "loss_weight_base")
         for name in positive:
-            if not getattr(self, name) > 0:  # type: ignore[operator]
+            if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
+        for name in ("eval_rtol", "eval_atol"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}.")
         for name in ("lr_decay", "lstm_lr_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}.")
-        for name in ("epochs", "lstm_epochs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.lstm_epochs < 1 or self.max_steps < 1 or self.lstm_hidden < 1:
+            raise ConfigError("lstm_epochs, lstm_hidden and max_steps must be at least 1.")
+        if self.trajectory < 0:
+            raise ConfigError(f"trajectory must be >= 0, got {self.trajectory}.")
         for name in ("betas", "lstm_betas"):
             b = getattr(self, name)
-            if len(b) != 2 or not all(0 <= x < 1 for x in b):
+            if not all(0 <= x < 1 for x in b):
                 raise ConfigError(f"{name} must be two numbers in [0, 1), got {b}.")
-        if self.node_scaling not in NODE_SCALINGS:
-            raise ConfigError(
-                f"node_scaling must be one of {', '.join(NODE_SCALINGS)}, "
-                f"got {self.node_scaling!r}."
-            )
         if self.node_scaling != "none" and self.model != "node":
             raise ConfigError("node_scaling applies to the node model only.")
         if not 2 <= self.lstm_context < self.lstm_window:
@@ -435,25 +427,14 @@ class FitConfig:
         return f"{self.model}-{self.method}" if self.is_ode else self.model
 
     @property
-    def run_dir(self) -> Path:
-        """The run directory."""
-        return Path(self.runs_dir) / (self.run_name or f"{SYSTEM}-{self.name}-{self.seed}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; ``system`` is added for the CLI."""
-        return {"system": SYSTEM, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> FitConfig:
-        """The config of a run's ``config.json`` (unknown keys ignored)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in fields})
+    def model_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype if self.is_ode else self.lstm_dtype]
 
 
 def build_model(config: FitConfig) -> nn.Module:
     """A fresh model for ``config`` (seeded by ``config.seed``), on the CPU, in ``dtype``
     (ODE models) or ``lstm_dtype`` (LSTMs)."""
-    dtype = _DTYPES[config.dtype if config.is_ode else config.lstm_dtype]
+    dtype = config.model_dtype
     torch.manual_seed(config.seed)
     if config.model == "ode":
         return KnownFormThreeBody(generator=torch.Generator().manual_seed(config.seed), dtype=dtype)
@@ -465,11 +446,17 @@ def build_model(config: FitConfig) -> nn.Module:
 
 
 def _data_for(config: FitConfig) -> ThreeBodyData:
-    if config.data is not None:
-        return load_data(config.data, config.trajectory)
-    if config.system_seed is None:
+    return _cached_data(config.data, config.trajectory, config.system_seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_data(data: str | None, trajectory: int, system_seed: int | None) -> ThreeBodyData:
+    """The ground truth of a fit (deterministic: simulated once per process and kept)."""
+    if data is not None:
+        return load_data(data, trajectory)
+    if system_seed is None:
         return make_data()
-    params, y0 = random_system(config.system_seed)
+    params, y0 = random_system(system_seed)
     return make_data(params, y0)
 
 
@@ -500,19 +487,16 @@ def _solve(
     )
 
 
-def fit(config: FitConfig | None = None) -> Path:
-    """Fit one model to the three-body data; returns the run directory.
+def _train(config: FitConfig, run: RunDir) -> TrainResult:
+    """Fit one model to the three-body data into ``run`` (no evaluation).
 
     The run directory gets ``config.json``, ``metrics.jsonl`` (per epoch: weighted ``loss``,
     unweighted ``train_mse`` after the step, forward/backward NFE and steps of the training
-    solve, ``train_seconds`` of forward + backward + step), ``model.pt`` (best by
-    ``train_mse``, and last), then :func:`evaluate`'s ``summary.json`` and ``plots/``.
+    solve, ``train_seconds`` of forward + backward + step) and ``model.pt`` (best by
+    ``train_mse``, and last).
     """
-    config = config or FitConfig()
-    if config.threads is not None:
-        torch.set_num_threads(int(config.threads))
-    device = resolve_device(config.device)
-    dtype = _DTYPES[config.dtype if config.is_ode else config.lstm_dtype]
+    device = config.torch_device()
+    dtype = config.model_dtype
     data = _data_for(config)
     model = build_model(config)
     if isinstance(model, AugmentedNODE):
@@ -523,33 +507,30 @@ def fit(config: FitConfig | None = None) -> Path:
 
     if config.is_ode:
         epochs, lr, betas, decay = config.epochs, config.lr, config.betas, config.lr_decay
-        assert lr is not None  # resolved by FitConfig
     else:
         epochs, lr = config.lstm_epochs, config.lstm_lr
         betas, decay = config.lstm_betas, config.lstm_lr_decay
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(lr or 0.0), betas=betas)
     make_epoch_fn = _ode_epoch_fn if config.is_ode else _lstm_epoch_fn
     epoch_fn = make_epoch_fn(model, optimizer, data, config, device, dtype)
     # The reference multiplies the learning rate by the decay before every step.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: decay ** (e + 1))
-    result = train(
+    return train(
         model,
         epoch_fn,
         optimizer=optimizer,
         epochs=epochs,
-        run_dir=config.run_dir,
+        run_dir=run,
         config={**config.to_dict(), "true_masses": list(data.params.masses)},
         scheduler=scheduler,
         select_metric="train_mse",
         resume=config.resume,
-        resume_ignore=_RESUME_IGNORE,
+        resume_ignore=config.RESUME_IGNORE,
         resume_added={"node_scaling": "none"},
         progress=config.progress,
         description=f"three-body {config.name}",
         time_limit=config.time_limit,
     )
-    evaluate(result.run_dir, data=data, plots=config.plots)
-    return result.run_dir
 
 
 def _ode_epoch_fn(
@@ -634,20 +615,16 @@ def _lstm_epoch_fn(
 # ---- runs -------------------------------------------------------------------------------------
 
 
-def load_run(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, FitConfig]:
+def load_run(run_dir: str | Path | RunDir, which: str = "best") -> tuple[nn.Module, FitConfig]:
     """The fitted model (``best`` or ``last``) and the :class:`FitConfig` of a run.
 
     Raises:
         DataError: the folder is not a three-body run, or has no checkpoint.
     """
-    run = Path(run_dir)
-    raw = load_json(run / "config.json")
-    if not isinstance(raw, dict) or raw.get("system") != SYSTEM:
-        got = raw.get("system") if isinstance(raw, dict) else None
-        raise DataError(f"{run} is not a three-body run (system {got!r}).")
-    config = FitConfig.from_dict(raw)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    config = FitConfig.from_run(run)
     model = build_model(config)
-    load_model_state(model, run, which)  # type: ignore[arg-type]
+    load_model_state(model, run, "last" if which == "last" else "best")
     model.eval()
     return model, config
 
@@ -676,79 +653,67 @@ def predict(model: nn.Module, config: FitConfig, data: ThreeBodyData) -> np.ndar
         return np.stack([np.interp(data.t_test, grid, traj[:, i]) for i in range(9)], -1)
 
 
-def _history_totals(run: Path) -> dict[str, Any]:
-    path = run / "metrics.jsonl"
-    records = read_jsonl(path) if path.exists() else []
-    totals: dict[str, Any] = {
-        "epochs_completed": len(records),
-        "seconds": float(sum(float(r.get("train_seconds", 0.0)) for r in records)),
-        "wall_seconds": float(sum(float(r.get("seconds", 0.0)) for r in records)),
-    }
-    for key in physid.SolveStats().as_dict():
-        totals[key] = int(sum(int(r.get(key, 0)) for r in records))
-    if records:
-        best = min(records, key=lambda r: float(r["train_mse"]))
-        totals["best_epoch"] = int(best["epoch"])
-        totals["train_mse"] = float(best["train_mse"])
-    return totals
+def _evaluate(config: FitConfig, run: RunDir, totals: dict[str, Any]) -> RunSummary:
+    """Test metrics and plots of a run (its best model).
 
-
-def evaluate(
-    run_dir: str | Path, *, data: ThreeBodyData | None = None, plots: bool = True
-) -> dict[str, Any]:
-    """Test metrics and plots of a run (its best model); writes ``summary.json`` and ``plots/``.
-
-    ``summary.json`` holds ``test_mse`` (on the test grid over [0, 2]), ``test_mse_interp``
-    ([0, 1]) and ``test_mse_extrap`` ((1, 2]), ``train_mse`` (best epoch, unweighted; for
-    LSTMs the teacher-forced one-step error on the training windows),
-    ``seconds`` (forward + backward + optimiser step, summed over epochs), ``wall_seconds``,
-    ``nfe_forward`` / ``nfe_backward`` (training solves, summed) and the other solve counts,
-    and for ``ode`` the learned ``masses``, ``true_masses`` and ``mass_rel_error``. Plots:
-    ``trajectories.png`` (the 9 coordinates), ``trajectories_3d.png``, ``error_vs_time.png``,
-    ``loss.png`` (from training).
-
-    Args:
-        run_dir: a run directory written by :func:`fit`.
-        data: the ground truth (default: rebuilt from the run's config).
-        plots: write the plots.
+    ``test_mse`` is on the test grid over [0, 2]; the extras add ``test_mse_interp`` ([0, 1])
+    and ``test_mse_extrap`` ((1, 2]), ``train_mse`` (best epoch, unweighted; for LSTMs the
+    teacher-forced one-step error on the training windows), ``train_seconds`` (forward +
+    backward + optimiser step, summed over epochs), the solve's step counts, and for ``ode``
+    the learned ``masses``, ``true_masses`` and ``mass_rel_error`` (``force_rel_error`` for
+    ``node-pair``). Plots: ``trajectories.png`` (the 9 coordinates), ``trajectories_3d.png``,
+    ``error_vs_time.png``, ``loss.png`` (from training).
     """
-    run = Path(run_dir)
-    model, config = load_run(run)
-    data = data if data is not None else _data_for(config)
+    model, _ = load_run(run)
+    data = _data_for(config)
     pred = predict(model, config, data)
     sq = _position_sq_error(pred, data.y_test)
     inside = data.t_test <= data.train_end
-    summary: dict[str, Any] = {
-        "system": SYSTEM,
-        "model": config.model,
-        "method": config.method if config.is_ode else None,
+    records = run.read_metrics()
+    extras: dict[str, Any] = {
         "name": config.name,
-        "seed": config.seed,
         "solver": config.solver,
         "rtol": config.rtol,
         "atol": config.atol,
-        "test_mse": float(sq.mean()),
         "test_mse_interp": float(sq[inside].mean()),
         "test_mse_extrap": float(sq[~inside].mean()),
         "n_parameters": sum(p.numel() for p in model.parameters()),
-        **_history_totals(run),
+        "train_seconds": float(sum(float(r.get("train_seconds", 0.0)) for r in records)),
     }
+    for key in ("steps_accepted", "steps_rejected", "backward_steps_accepted"):
+        extras[key] = int(sum(int(r.get(key, 0)) for r in records))
+    extras["backward_steps_rejected"] = int(
+        sum(int(r.get("backward_steps_rejected", 0)) for r in records)
+    )
+    train_mse = None
+    if records:
+        best = min(records, key=lambda r: float(r["train_mse"]))
+        extras["best_epoch"] = int(best["epoch"])
+        train_mse = float(best["train_mse"])
     if isinstance(model, KnownFormThreeBody):
         masses = model.masses.detach().cpu().numpy()
         true = np.asarray(data.params.masses)
-        summary["masses"] = masses.tolist()
-        summary["true_masses"] = true.tolist()
-        summary["mass_rel_error"] = (np.abs(masses - true) / true).tolist()
+        extras["masses"] = masses.tolist()
+        extras["true_masses"] = true.tolist()
+        extras["mass_rel_error"] = (np.abs(masses - true) / true).tolist()
     law = force_law(model, data) if isinstance(model, PairwiseNODE) else None
     if law is not None:
-        summary["force_rel_error"] = law["rel_error_rms"]
-        summary["force_rel_error_train"] = law["rel_error_rms_train"]
-    save_json(run / "summary.json", summary)
-    if plots:
-        _plot_run(run, config, data, pred, sq)
+        extras["force_rel_error"] = law["rel_error_rms"]
+        extras["force_rel_error_train"] = law["rel_error_rms_train"]
+    if config.plots:
+        _plot_run(run.path, config, data, pred, sq)
         if law is not None:
-            _plot_force_law(law, run / "plots" / "force_law.png", config)
-    return summary
+            _plot_force_law(law, run.plots / "force_law.png", config)
+    return RunSummary(
+        system=SYSTEM,
+        model=config.model,
+        method=config.method if config.is_ode else None,
+        seed=config.seed,
+        test_mse=float(sq.mean()),
+        train_mse=train_mse,
+        **totals,
+        extras=extras,
+    )
 
 
 _PAIR_NAMES = ("1←2", "1←3", "2←1", "2←3", "3←1", "3←2")
@@ -947,11 +912,12 @@ def _animate(
     return write_video(out, frames(), fps)
 
 
-def render(run_dir: str | Path, out: str | Path, *, frames: int = 200, fps: int = 25) -> Path:
+def _render_run(
+    config: FitConfig, run: RunDir, out: Path, *, frames: int = 200, fps: int = 25
+) -> Path:
     """An MP4 of a run: the truth and the model's prediction over [0, 2] in 3-D, with the
-    training window marked on a time bar. Returns the path written."""
-    run = Path(run_dir)
-    model, config = load_run(run)
+    training window marked on a time bar."""
+    model, _ = load_run(run)
     data = _data_for(config)
     pred = predict(model, config, data)
     return _animate(
@@ -966,12 +932,8 @@ def render(run_dir: str | Path, out: str | Path, *, frames: int = 200, fps: int 
     )
 
 
-def render_dataset(
-    dataset: str | Path, out: str | Path, *, trajectory: int = 0, frames: int = 200, fps: int = 25
-) -> Path:
+def _render_data(dataset: Path, out: Path, trajectory: int, *, frames: int = 200) -> Path:
     """An MP4 of one system of a three-body data set (truth only, on its test grid)."""
-    if Path(dataset).is_dir():
-        raise DataError(f"{dataset} is a folder, not a data set (.npz).")
     data = load_data(dataset, trajectory)
     return _animate(
         data.t_test,
@@ -981,5 +943,38 @@ def render_dataset(
         train_end=data.train_end,
         title=f"three-body, masses {', '.join(f'{m:.3g}' for m in data.params.masses)}",
         frames=frames,
-        fps=fps,
+        fps=25,
     )
+
+
+# ---- the experiment ---------------------------------------------------------------------------
+
+
+class ThreeBody(AbstractExperiment[FitConfig]):
+    """The three-body system of the ACA paper: masses (or a force law) from one trajectory."""
+
+    name = SYSTEM
+    Config = FitConfig
+    Simulate = SimulateConfig
+
+    def _simulate(self, options: SimulateConfig) -> Path:
+        return simulate(
+            options.out,
+            seed=options.seed,
+            n_trajectories=options.n_trajectories,
+            n_train=options.n_train,
+            n_test=options.n_test,
+            train_end=options.train_end,
+        )
+
+    def _fit(self, config: FitConfig, run: RunDir) -> TrainResult:
+        return _train(config, run)
+
+    def _evaluate(self, config: FitConfig, run: RunDir) -> RunSummary:
+        return _evaluate(config, run, self.training_totals(run))
+
+    def _render(self, config: FitConfig, run: RunDir, out: Path, **options: Any) -> Path:
+        return _render_run(config, run, out, **options)
+
+    def _render_dataset(self, dataset: Path, out: Path, trajectory: int) -> Path:
+        return _render_data(dataset, out, trajectory)

@@ -22,6 +22,19 @@ class AbstractNorm(ABC):
     def __call__(self, x: Tensor) -> Tensor:
         """The norm of ``x`` ``(n,)`` as a 0-d tensor."""
 
+    @classmethod
+    def for_adjoint(cls, n_state: int, n_params: int) -> AbstractNorm:
+        """This norm laid over the adjoint's augmented state ``[y, a_y, a_theta]``.
+
+        :class:`~physid.AdjointMethod` builds its backward norm with it once the channel counts
+        are known; a norm that needs no layout is built without arguments.
+
+        Args:
+            n_state: channels of ``y`` (and of ``a_y``).
+            n_params: channels of ``a_theta``.
+        """
+        return cls()
+
 
 class RMSNorm(AbstractNorm):
     """Root mean square over every channel (Hairer's norm)."""
@@ -55,7 +68,14 @@ class BlockNorm(AbstractNorm):
 
     def __call__(self, x: Tensor) -> Tensor:
         parts = [torch.linalg.vector_norm(x[a:b]) / math.sqrt(b - a) for a, b in self.bounds]
+        if not parts:  # every block empty (an empty batch): nothing to control
+            return x.new_zeros(())
         return parts[0] if len(parts) == 1 else torch.stack(parts).max()
+
+    @classmethod
+    def for_adjoint(cls, n_state: int, n_params: int) -> AbstractNorm:
+        """Blocks ``[y, a_y, a_theta]``: every channel counts (the ``adjoint`` method's norm)."""
+        return cls([n_state, n_state, n_params])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bounds={self.bounds})"
@@ -73,3 +93,8 @@ class SemiNorm(BlockNorm):
 
     def __init__(self, n_state: int):
         super().__init__([n_state, n_state])
+
+    @classmethod
+    def for_adjoint(cls, n_state: int, n_params: int) -> AbstractNorm:
+        """Blocks ``[y, a_y]``, ``a_theta`` left out (the ``seminorm`` method's norm)."""
+        return cls(n_state)

@@ -1,4 +1,7 @@
-"""The four gradient methods, one file each (``seminorm`` is the adjoint with another norm)."""
+"""The four gradient methods, one file each (``seminorm`` is the adjoint with another norm).
+
+:data:`METHODS` is the one registry of method names: ``physid.GRADIENT_METHODS`` lists its keys.
+"""
 
 from __future__ import annotations
 
@@ -16,21 +19,31 @@ __all__ = [
     "ACAMethod",
     "AdjointMethod",
     "NaiveMethod",
+    "ADJOINT",
+    "SEMINORM",
 ]
 
 METHODS: dict[str, AbstractGradientMethod] = {
-    "naive": NaiveMethod(),
-    "adjoint": ADJOINT,
-    "seminorm": SEMINORM,
-    "aca": ACAMethod(),
+    m.name: m for m in (NaiveMethod(), ADJOINT, SEMINORM, ACAMethod())
 }
 
 
-def get_method(name: str) -> AbstractGradientMethod:
-    """The gradient method registered under ``name``."""
+def get_method(method: str | AbstractGradientMethod) -> AbstractGradientMethod:
+    """The gradient method registered under ``method``, or ``method`` itself if it is one.
+
+    Raises:
+        ConfigError: an unknown name, or neither a name nor a method.
+    """
+    if isinstance(method, AbstractGradientMethod):
+        return method
+    if not isinstance(method, str):
+        raise ConfigError(
+            f"method must be a name ({', '.join(METHODS)}) or a gradient method such as "
+            f"physid.AdjointMethod(...), got {type(method).__name__}."
+        )
     try:
-        return METHODS[name]
+        return METHODS[method]
     except KeyError:
         raise ConfigError(
-            f"unknown gradient method {name!r}; choose one of {', '.join(METHODS)}."
+            f"unknown gradient method {method!r}; choose one of {', '.join(METHODS)}."
         ) from None

@@ -26,7 +26,12 @@ import torch
 from torch import Tensor
 
 from physid.gradients._loop import Count, Trace
-from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
+from physid.gradients.base import (
+    AbstractGradientMethod,
+    Problem,
+    forward_solve,
+    freed_graph_error,
+)
 from physid.solvers.rk import GraphRKStepper
 
 __all__ = ["ACAMethod"]
@@ -101,6 +106,7 @@ class _ACAFunction(torch.autograd.Function):
                         theta = np.array([th for _, th in inner])
                     ks_dense = [*ks, next_k1] if borrow else ks
                     outputs.append(stepper.dense(y_i, h_i, ks_dense, theta))  # type: ignore[arg-type]
+                    del ks_dense
                     grads_out.append(g[idx])
                 if reuse_fsal and i > 0:
                     _, inner_prev = splits[i - 1]
@@ -114,8 +120,19 @@ class _ACAFunction(torch.autograd.Function):
                 inputs: list[Tensor] = [y_i, *gp]
                 if t_leaf is not None:
                     inputs.append(t_leaf)
-                grads = torch.autograd.grad(outputs, inputs, grads_out, allow_unused=True)
+                # retain_graph: a tensor func closes over may have been computed from a parameter
+                # before the solve (k = exp(log_k)); every step's VJP goes through that graph
+                try:
+                    grads = torch.autograd.grad(
+                        outputs, inputs, grads_out, allow_unused=True, retain_graph=True
+                    )
+                except RuntimeError as exc:
+                    freed = freed_graph_error(exc)
+                    if freed is None:
+                        raise
+                    raise freed from exc
             next_k1 = ks[0].detach()
+            del outputs, y1, ks  # this step's graph goes now, not when the next one is built
             a = grads[0]
             for acc, gr in zip(acc_p, grads[1 : 1 + len(gp)], strict=True):
                 if gr is not None:

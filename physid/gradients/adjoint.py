@@ -16,7 +16,9 @@ The backward error norm covers every channel: the largest of the RMS norms of ``
 Kidger et al. 2021). ``seminorm`` is this method with one change, passed in as that norm: the
 parameter channels ``a_theta`` are left out (Kidger et al. 2021), because they are an integral —
 nothing downstream depends on their local accuracy the way it does on ``y`` and ``a_y``. It takes
-fewer backward steps at essentially the same accuracy.
+fewer backward steps at essentially the same accuracy. Both are instances of
+:class:`AdjointMethod`, which also takes the backward step-size controller, as diffrax's
+``BacksolveAdjoint`` takes its ``adjoint_controller``.
 
 The backward solve carries its step size from one output interval to the next instead of
 selecting a fresh initial step in each (torchdiffeq does the latter, two extra evaluations per
@@ -32,23 +34,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from physid.controllers.base import AbstractController
 from physid.controllers.norms import AbstractNorm, BlockNorm, SemiNorm
-from physid.gradients._loop import Count, integrate
-from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
+from physid.errors import ConfigError
+from physid.gradients._loop import Count, GraphFreeArithmetic, integrate
+from physid.gradients.base import (
+    AbstractGradientMethod,
+    Problem,
+    forward_solve,
+    freed_graph_error,
+)
 from physid.solvers.rk import RKStepper
 
-__all__ = ["AdjointMethod", "ADJOINT", "SEMINORM"]
+__all__ = ["AdjointMethod", "ADJOINT", "SEMINORM", "NormFactory"]
 
 NormFactory = Callable[[int, int], AbstractNorm]
 """Builds the backward norm from ``(channels of y, channels of a_theta)``."""
-
-
-def _full_norm(n_state: int, n_params: int) -> AbstractNorm:
-    return BlockNorm([n_state, n_state, n_params])
-
-
-def _semi_norm(n_state: int, n_params: int) -> AbstractNorm:
-    return SemiNorm(n_state)
 
 
 class _AdjointFunction(torch.autograd.Function):
@@ -56,14 +57,14 @@ class _AdjointFunction(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         problem: Problem,
-        backward_norm: NormFactory,
+        method: AdjointMethod,
         y0: Tensor,
         t: Tensor,
         *params: Tensor,
     ) -> Tensor:
         ys = forward_solve(problem, graph=False)
         ctx.problem = problem
-        ctx.backward_norm = backward_norm
+        ctx.method = method
         ctx.save_for_backward(t, ys, *params)
         return ys
 
@@ -85,7 +86,15 @@ class _AdjointFunction(torch.autograd.Function):
                 y = z[:n].view(shape).detach().requires_grad_(True)
                 a = z[n : 2 * n].view(shape)
                 f = func(tt, y)
-                vjp = torch.autograd.grad(f, (y, *gp), -a, allow_unused=True)
+                # retain_graph: a tensor func closes over may have been computed from a
+                # parameter before the solve (k = exp(log_k)); every VJP goes through that graph
+                try:
+                    vjp = torch.autograd.grad(f, (y, *gp), -a, allow_unused=True, retain_graph=True)
+                except RuntimeError as exc:
+                    freed = freed_graph_error(exc)
+                    if freed is None:
+                        raise
+                    raise freed from exc
             parts = [f.reshape(-1), _flat(vjp[0], y)]
             parts.extend(_flat(v, p).to(dtype) for v, p in zip(vjp[1:], gp, strict=True))
             return torch.cat(parts)
@@ -96,7 +105,9 @@ class _AdjointFunction(torch.autograd.Function):
         z = torch.cat([flat_ys[-1], g[-1], torch.zeros(sum(sizes), dtype=dtype, device=ys.device)])
         z = z.detach()
         grad_t = torch.zeros_like(t) if need_t else None
-        norm = ctx.backward_norm(n, sum(sizes))
+        method: AdjointMethod = ctx.method
+        norm = method.backward_norm(n, sum(sizes))
+        make_controller = method.backward_make_controller(problem)
         count = Count()
         stepper = RKStepper(problem.tableau, z, problem.time_dtype)
         first_step = problem.tol.first_step
@@ -110,9 +121,8 @@ class _AdjointFunction(torch.autograd.Function):
                 outs, h_next = integrate(
                     aug_f,
                     z,
-                    [tf[i], tf[i - 1]],
-                    stepper,
-                    problem.make_controller(),
+                    GraphFreeArithmetic(stepper, [tf[i], tf[i - 1]]),
+                    make_controller(),
                     norm,
                     tol_i,
                     count,
@@ -154,24 +164,75 @@ def _flat(v: Tensor | None, like: Tensor) -> Tensor:
 
 
 class AdjointMethod(AbstractGradientMethod):
-    """The continuous adjoint with a chosen error norm for its backward solve.
+    """The continuous adjoint, with its backward solve's error norm and controller as choices.
+
+    ``physid.ADJOINT`` (``"adjoint"``) and ``physid.SEMINORM`` (``"seminorm"``) are two
+    instances; build others to compose, for example the seminorm with a PI controller::
+
+        method = physid.AdjointMethod(physid.SemiNorm, backward_controller=physid.PIController)
+        ys = physid.odeint(func, y0, t, method=method)
 
     Args:
-        name: the method's name.
-        backward_norm: builds the backward norm from the channel counts of ``y`` and ``a_theta``:
-            the block norm over ``[y, a_y, a_theta]`` for ``adjoint``,
-            :class:`~physid.controllers.norms.SemiNorm` (``a_theta`` left out) for ``seminorm``.
+        backward_norm: the backward norm: a norm class (its
+            :meth:`~physid.controllers.norms.AbstractNorm.for_adjoint` lays it over
+            ``[y, a_y, a_theta]``; :class:`~physid.controllers.norms.BlockNorm` counts every
+            channel, :class:`~physid.controllers.norms.SemiNorm` leaves ``a_theta`` out) or a
+            callable ``(channels of y, channels of a_theta) -> AbstractNorm``.
+        backward_controller: makes the backward solve's fresh controller (a controller class
+            such as ``PIController``, or any zero-argument callable); ``None`` uses the forward
+            solve's. A solve with ``step_size`` steps with it backwards too, whatever this says.
+        name: the method's name (in reprs and benchmarks).
+
+    Raises:
+        ConfigError: ``backward_norm`` or ``backward_controller`` is not of a kind above.
     """
 
-    def __init__(self, name: str, backward_norm: NormFactory):
+    def __init__(
+        self,
+        backward_norm: type[AbstractNorm] | NormFactory = BlockNorm,
+        backward_controller: Callable[[], AbstractController] | None = None,
+        *,
+        name: str = "adjoint",
+    ):
+        if isinstance(backward_norm, type):
+            if not issubclass(backward_norm, AbstractNorm):
+                raise ConfigError(
+                    f"backward_norm must be a norm class or a callable, got {backward_norm!r}."
+                )
+            self.backward_norm: NormFactory = backward_norm.for_adjoint
+        elif callable(backward_norm):
+            self.backward_norm = backward_norm
+        else:
+            raise ConfigError(
+                f"backward_norm must be a norm class or a callable, got {backward_norm!r}."
+            )
+        if backward_controller is not None and not callable(backward_controller):
+            raise ConfigError(
+                "backward_controller must make a controller (e.g. physid.PIController), "
+                f"got {backward_controller!r}."
+            )
+        self.backward_controller = backward_controller
         self.name = name
-        self.backward_norm = backward_norm
+        self._norm_repr = getattr(backward_norm, "__name__", repr(backward_norm))
+
+    def backward_make_controller(self, problem: Problem) -> Callable[[], AbstractController]:
+        """What makes the controllers of ``problem``'s backward solve."""
+        if self.backward_controller is None or problem.tol.step_size is not None:
+            return problem.make_controller
+        return self.backward_controller
 
     def solve(self, problem: Problem) -> Tensor:
         return _AdjointFunction.apply(  # type: ignore[no-any-return]
-            problem, self.backward_norm, problem.y0, problem.t, *problem.params
+            problem, self, problem.y0, problem.t, *problem.params
+        )
+
+    def __repr__(self) -> str:
+        ctrl = getattr(self.backward_controller, "__name__", repr(self.backward_controller))
+        return (
+            f"{type(self).__name__}(backward_norm={self._norm_repr}, "
+            f"backward_controller={ctrl}, name={self.name!r})"
         )
 
 
-ADJOINT = AdjointMethod("adjoint", _full_norm)
-SEMINORM = AdjointMethod("seminorm", _semi_norm)
+ADJOINT = AdjointMethod(BlockNorm, name="adjoint")
+SEMINORM = AdjointMethod(SemiNorm, name="seminorm")

@@ -1,4 +1,5 @@
-"""The gradient-method interface and the problem every method solves."""
+"""The gradient-method interface, the problem every method solves, and the tensors it
+differentiates."""
 
 from __future__ import annotations
 
@@ -11,12 +12,27 @@ from torch import Tensor
 
 from physid.controllers.base import AbstractController
 from physid.controllers.norms import RMSNorm
-from physid.gradients._loop import Count, Tolerances, Trace, integrate
-from physid.solvers.rk import Func, GraphRKStepper, RKStepper
+from physid.errors import ConfigError
+from physid.gradients._loop import (
+    Count,
+    GraphFreeArithmetic,
+    InGraphArithmetic,
+    Tolerances,
+    Trace,
+    integrate,
+)
+from physid.solvers.rk import Func, GraphRKStepper, RKStepper, check_derivative
 from physid.solvers.tableau import ButcherTableau
 from physid.stats import SolveStats
 
-__all__ = ["Problem", "AbstractGradientMethod", "forward_solve"]
+__all__ = [
+    "Problem",
+    "AbstractGradientMethod",
+    "forward_solve",
+    "captured_leaves",
+    "probe",
+    "freed_graph_error",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,8 @@ class Problem:
         tol: tolerances and limits.
         params: the tensors gradients flow to besides ``y0`` and ``t``.
         stats: filled in place.
+        f0: ``func(t[0], y0)`` flat and detached when :func:`probe` evaluated it already (the
+            forward solve then reuses it as its first evaluation), else ``None``.
     """
 
     func: Func
@@ -42,6 +60,7 @@ class Problem:
     tol: Tolerances
     params: tuple[Tensor, ...]
     stats: SolveStats
+    f0: Tensor | None = None
 
     @property
     def time_dtype(self) -> torch.dtype:
@@ -53,9 +72,14 @@ class AbstractGradientMethod(ABC):
 
     Attributes:
         name: the name :func:`physid.odeint` selects it by.
+        records_graph: whether autograd records the forward solve itself (``naive``), so that
+            tensors ``func`` closes over receive gradients without being listed as parameters.
+            A method that differentiates by its own backward pass (``False``) only reaches the
+            tensors in ``problem.params``; :func:`physid.odeint` finds those ``func`` captured.
     """
 
     name: str
+    records_graph: bool = False
 
     @abstractmethod
     def solve(self, problem: Problem) -> Tensor:
@@ -74,21 +98,84 @@ def forward_solve(problem: Problem, *, graph: bool, trace: Trace | None = None) 
         ``(T, *y0.shape)``, the states at ``problem.t``.
     """
     y0 = problem.y0
-    stepper = (GraphRKStepper if graph else RKStepper)(problem.tableau, y0, problem.time_dtype)
     count = Count()
-    outs, _ = integrate(
-        problem.func,
-        y0.reshape(-1),
-        problem.t if graph else problem.t.detach().tolist(),
-        stepper,
-        problem.make_controller(),
-        RMSNorm(),
-        problem.tol,
-        count,
-        trace,
-    )
+    args = (problem.make_controller(), RMSNorm(), problem.tol, count, trace)
+    if graph:
+        stepper = GraphRKStepper(problem.tableau, y0, problem.time_dtype)
+        arith = InGraphArithmetic(stepper, problem.t)
+        outs, _ = integrate(problem.func, y0.reshape(-1), arith, *args)
+    else:
+        lean = RKStepper(problem.tableau, y0, problem.time_dtype)
+        free = GraphFreeArithmetic(lean, problem.t.detach().tolist())
+        outs, _ = integrate(problem.func, y0.reshape(-1), free, *args, f0=problem.f0)
     st = problem.stats
     st.nfe_forward += count.nfe
     st.steps_accepted += count.accepted
     st.steps_rejected += count.rejected
     return torch.stack(outs, 0).view(len(outs), *y0.shape)
+
+
+def captured_leaves(out: Tensor) -> list[Tensor]:
+    """The autograd leaves that require grad and that ``out`` was computed from.
+
+    Walks ``out``'s graph to its ``AccumulateGrad`` nodes: the parameters of a module, a tensor a
+    closure captured, or the leaf behind a captured non-leaf (``k = exp(log_k)`` gives
+    ``log_k``). A leaf that is ``out`` itself counts.
+
+    Args:
+        out: a tensor, typically ``func(t0, y0.detach())`` evaluated with grad enabled.
+
+    Returns:
+        the leaves, each once, in the order the walk meets them.
+    """
+    if not out.requires_grad:
+        return []
+    if out.grad_fn is None:
+        return [out]
+    leaves: dict[int, Tensor] = {}
+    seen: set[object] = set()
+    stack = [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # set on AccumulateGrad nodes only
+        if isinstance(leaf, Tensor):
+            leaves.setdefault(id(leaf), leaf)
+            continue
+        stack.extend(nxt for nxt, _ in reversed(node.next_functions) if nxt is not None)
+    return list(leaves.values())
+
+
+def probe(func: Func, y0: Tensor, t: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Evaluate ``func(t[0], y0)`` once with grad enabled, off ``y0``'s and ``t``'s graphs.
+
+    Args:
+        func: the dynamics.
+        y0: the initial state ``(*shape)``.
+        t: the output times ``(T,)``.
+
+    Returns:
+        ``(f0, leaves)``: the flat, detached derivative ``(n,)`` (the solve's first evaluation)
+        and :func:`captured_leaves` of it.
+
+    Raises:
+        ConfigError: ``func`` did not return a tensor of ``y0``'s shape.
+    """
+    t0 = torch.tensor(float(t.detach()[0]), dtype=t.dtype, device=y0.device)
+    with torch.enable_grad():
+        out = check_derivative(func(t0, y0.detach()), y0.shape)
+        leaves = captured_leaves(out)
+    return out.detach().reshape(-1), leaves
+
+
+def freed_graph_error(exc: RuntimeError) -> ConfigError | None:
+    """The error to raise when a backward pass meets a captured tensor whose graph is gone."""
+    if "backward through the graph a second time" not in str(exc):
+        return None
+    return ConfigError(
+        "func closes over a tensor computed with autograd whose graph an earlier backward() "
+        "already freed, so no gradient can reach what it was computed from; compute it inside "
+        "func or anew before odeint, or pass the tensors to differentiate as params="
+    )

@@ -20,6 +20,7 @@ class NaiveMethod(AbstractGradientMethod):
     """Autograd through the whole adaptive loop."""
 
     name = "naive"
+    records_graph = True
 
     def solve(self, problem: Problem) -> Tensor:
         return forward_solve(problem, graph=True)

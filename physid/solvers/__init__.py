@@ -1,4 +1,8 @@
-"""Butcher tableaus, one file per family, and the Runge-Kutta steppers."""
+"""Butcher tableaus, one file per family, and the Runge-Kutta steppers.
+
+:data:`SOLVERS` is the one registry of solver names (``rk2`` and ``midpoint`` are one tableau):
+``physid.SOLVER_NAMES`` lists its keys.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +26,22 @@ SOLVERS: dict[str, ButcherTableau] = {
 }
 
 
-def get_tableau(name: str) -> ButcherTableau:
-    """The tableau registered under ``name``; :class:`ConfigError` naming the choices otherwise."""
+def get_tableau(solver: str | ButcherTableau) -> ButcherTableau:
+    """The tableau registered under ``solver``, or ``solver`` itself if it is a tableau.
+
+    Raises:
+        ConfigError: an unknown name (the message names the choices), or neither kind.
+    """
+    if isinstance(solver, ButcherTableau):
+        return solver
+    if not isinstance(solver, str):
+        raise ConfigError(
+            f"solver must be a name ({', '.join(SOLVERS)}) or a ButcherTableau, "
+            f"got {type(solver).__name__}."
+        )
     try:
-        return SOLVERS[name]
+        return SOLVERS[solver]
     except KeyError:
         raise ConfigError(
-            f"unknown solver {name!r}; choose one of {', '.join(sorted(SOLVERS))}."
+            f"unknown solver {solver!r}; choose one of {', '.join(sorted(SOLVERS))}."
         ) from None

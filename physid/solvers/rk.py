@@ -21,15 +21,38 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from physid.errors import ConfigError
 from physid.solvers.tableau import ButcherTableau
 
-__all__ = ["Func", "RKStepper", "GraphRKStepper"]
+__all__ = ["Func", "StepperBase", "RKStepper", "GraphRKStepper", "check_derivative"]
 
 Func = Callable[[Tensor, Tensor], Tensor]
 Scalar = float | Tensor
 
 
-class _StepperBase:
+def check_derivative(out: object, shape: torch.Size) -> Tensor:
+    """``out`` if it is a tensor of exactly ``shape`` (what ``func`` must return).
+
+    A derivative of another shape would otherwise broadcast silently into the stage buffer (a
+    ``(1,)`` or 0-d output) or fail deep inside a step with a bare torch error.
+
+    Raises:
+        ConfigError: naming what ``func`` returned and the shape it must have.
+    """
+    if not isinstance(out, Tensor):
+        raise ConfigError(
+            f"func(t, y) must return a tensor of y's shape {tuple(shape)}, "
+            f"got {type(out).__name__}."
+        )
+    if out.shape != shape:
+        raise ConfigError(
+            f"func(t, y) must return a tensor of y's shape {tuple(shape)}, "
+            f"got shape {tuple(out.shape)}."
+        )
+    return out
+
+
+class StepperBase:
     """What both steppers share: the tableau cast to the state's dtype, shapes, stage times."""
 
     def __init__(self, tableau: ButcherTableau, y0: Tensor, time_dtype: torch.dtype):
@@ -47,9 +70,18 @@ class _StepperBase:
         self.s = tableau.stages
         self.fsal = tableau.fsal
 
+    @property
+    def nfe_per_step(self) -> int:
+        """Evaluations of ``func`` per step, its first stage not counted."""
+        return self.s - 1
+
     def f(self, func: Func, t: Scalar, y: Tensor) -> Tensor:
         """One evaluation of ``func`` on a flat state; returns a flat derivative."""
         return func(self.time(t), y.view(self.shape)).reshape(-1)
+
+    def f_checked(self, func: Func, t: Scalar, y: Tensor) -> Tensor:
+        """As :meth:`f`, checking what ``func`` returns (:func:`check_derivative`)."""
+        return check_derivative(func(self.time(t), y.view(self.shape)), self.shape).reshape(-1)
 
     def time(self, t: Scalar) -> Tensor:
         if isinstance(t, Tensor):
@@ -73,17 +105,12 @@ class _StepperBase:
         return torch.as_tensor(w, dtype=self.b.dtype, device=self.device)
 
 
-class RKStepper(_StepperBase):
+class RKStepper(StepperBase):
     """Lean, graph-free RK step over a preallocated stage buffer."""
 
     def __init__(self, tableau: ButcherTableau, y0: Tensor, time_dtype: torch.dtype):
         super().__init__(tableau, y0, time_dtype)
         self.K = torch.empty((self.s, self.n), dtype=y0.dtype, device=y0.device)
-        self._k0_is_current = False
-
-    @property
-    def nfe_per_step(self) -> int:
-        return self.s - 1
 
     def step(
         self, func: Func, t: float, h: float, y: Tensor, f0: Tensor
@@ -123,12 +150,8 @@ class RKStepper(_StepperBase):
         return self.K[0]
 
 
-class GraphRKStepper(_StepperBase):
+class GraphRKStepper(StepperBase):
     """RK step that records an autograd graph; ``t`` and ``h`` may be tensors."""
-
-    @property
-    def nfe_per_step(self) -> int:
-        return self.s - 1
 
     def _combine(self, y: Tensor, ks: list[Tensor], coef: Tensor, h: Scalar) -> Tensor:
         Kt = torch.stack(ks, 1)  # (n, i)
