@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -9,11 +10,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from physid.compiled import CompiledSolve, CompileUnavailable, prepare, warn_fallback
 from physid.controllers import AbstractController, ConstantController, IController, PIController
 from physid.errors import ConfigError, SolverError, SolverStatus
 from physid.gradients import METHODS, AbstractGradientMethod, get_method
 from physid.gradients._loop import Tolerances
-from physid.gradients.base import Problem, probe
+from physid.gradients.base import Problem, captured_leaves, probe
 from physid.solvers import SOLVERS, ButcherTableau, get_tableau
 from physid.stats import SolveStats
 
@@ -82,6 +84,7 @@ def odeint(
     params: Sequence[Tensor] | None = None,
     stats: SolveStats | None = None,
     controller: str | Callable[[], AbstractController] = "i",
+    compile: bool = False,
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)`` and return ``y`` at the times ``t``, differentiably.
 
@@ -113,6 +116,13 @@ def odeint(
         stats: a :class:`SolveStats`, filled in place (counts accumulate).
         controller: ``"i"`` (integral, default) or ``"pi"`` (Gustafsson's PI), or a callable
             returning a fresh :class:`~physid.controllers.AbstractController`.
+        compile: run the compiled fast path (:mod:`physid.compiled`): each step, with ``func``
+            inlined, is one compiled kernel, and so is ``aca``'s step replay. Same steps, values
+            and gradients as the eager path (to round-off). The first call for a new ``func``,
+            shape or solver compiles (seconds to tens of seconds; Inductor's on-disk cache makes
+            later processes fast); later calls reuse the kernels. Falls back to the eager path
+            with one :class:`~physid.compiled.CompileFallbackWarning` naming the cause when
+            something cannot be compiled. See ``docs/fast-path.md``.
 
     Returns:
         ``(T, *y0.shape)``: ``out[i]`` approximates ``y(t[i])``; ``out[0]`` equals ``y0``.
@@ -171,14 +181,25 @@ def odeint(
     else:
         raise ConfigError(f"controller must be 'i', 'pi' or a callable, got {controller!r}.")
 
+    compiled = _compiled(func, y0, t, tableau, grad_method) if compile and len(t) > 1 else None
     f0: Tensor | None = None
     if params is None:
         params = list(func.parameters()) if isinstance(func, nn.Module) else []
-        if not grad_method.records_graph and len(t) > 1 and torch.is_grad_enabled():
+        if compiled is not None and not grad_method.records_graph:
+            # the capture saw every tensor func reads: their leaves are what it closed over
+            known = {id(p) for p in params}
+            for x in compiled.cap.originals:
+                for leaf in captured_leaves(x):
+                    if id(leaf) not in known:
+                        known.add(id(leaf))
+                        params.append(leaf)
+        elif not grad_method.records_graph and len(t) > 1 and torch.is_grad_enabled():
             # find what func closed over; the evaluation is reused as the solve's first
             f0, leaves = probe(func, y0, t)
             known = {id(p) for p in params}
             params = [*params, *(p for p in leaves if id(p) not in known)]
+    if compiled is not None and not grad_method.records_graph:
+        f0 = compiled.cap.f0
     ps = tuple(p for p in params if isinstance(p, Tensor))
     problem = Problem(
         func=func,
@@ -190,5 +211,32 @@ def odeint(
         params=ps,
         stats=stats if stats is not None else SolveStats(),
         f0=f0,
+        compiled=compiled,
     )
+    if compiled is not None:
+        need_grad = torch.is_grad_enabled() and (
+            y0.requires_grad or any(p.requires_grad for p in ps)
+        )
+        try:
+            if need_grad and t.requires_grad:
+                raise CompileUnavailable("gradients with respect to t have no compiled form")
+            grad_method.prepare_compiled(problem, need_grad)
+        except CompileUnavailable as exc:
+            warn_fallback(func, exc.cause)
+            problem = dataclasses.replace(problem, compiled=None)
     return grad_method.solve(problem)
+
+
+def _compiled(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor,
+    tableau: ButcherTableau,
+    method: AbstractGradientMethod,
+) -> CompiledSolve | None:
+    """The compiled pieces of a solve, or ``None`` after one warning naming the cause."""
+    try:
+        return prepare(func, y0, t, tableau)
+    except CompileUnavailable as exc:
+        warn_fallback(func, exc.cause)
+        return None

@@ -55,11 +55,15 @@ def norm_key(norm: AbstractNorm) -> tuple[Any, ...]:
 class Field:
     """The captured vector field on flat states: ``field(t, y, extras) -> f`` (all ``(n,)``).
 
+    ``t`` is a float64 0-d tensor, cast to the time dtype the user's function receives.
+
     Args:
         cap: the capture of the user's function.
         shape: ``y``'s shape as the user's function sees it.
         time_dtype: the dtype of ``t`` the function receives.
     """
+
+    tag: tuple[Any, ...] = ("f",)
 
     def __init__(self, cap: Capture, shape: torch.Size, time_dtype: torch.dtype):
         self.gm = cap.graph.gm
@@ -85,6 +89,57 @@ class Field:
         return out.reshape(-1)
 
 
+class AdjointField(Field):
+    """The continuous adjoint's augmented field on ``z = [y, a_y, a_theta]`` (flat):
+    ``[f, -a_y^T df/dy, -a_y^T df/dtheta]``, as :mod:`physid.gradients.adjoint` forms it.
+
+    Args:
+        cap, shape, time_dtype: as :class:`Field`.
+        positions: for each tensor ``theta_k`` of ``a_theta``, in order, its position among the
+            capture's extras, or ``None`` when ``func`` does not read it (its channels stay 0).
+        sizes: the number of elements of each ``theta_k``.
+        dtype: the state's dtype (``a_theta`` is kept in it).
+    """
+
+    def __init__(
+        self,
+        cap: Capture,
+        shape: torch.Size,
+        time_dtype: torch.dtype,
+        positions: Sequence[int | None],
+        sizes: Sequence[int],
+        dtype: torch.dtype,
+    ):
+        super().__init__(cap, shape, time_dtype)
+        self.positions = tuple(positions)
+        self.sizes = tuple(sizes)
+        self.dtype = dtype
+        self.n = int(torch.Size(shape).numel())
+        self.tag = ("adjoint", self.positions, self.sizes)
+
+    def __call__(self, t: Tensor, z: Tensor, extras: Sequence[Tensor]) -> Tensor:
+        n = self.n
+        read = [j for j in self.positions if j is not None]
+
+        def f(yy: Tensor, *th: Tensor) -> Tensor:
+            ex = list(extras)
+            for j, v in zip(read, th, strict=True):
+                ex[j] = v
+            return Field.__call__(self, t, yy, ex)
+
+        res = torch.func.vjp(f, z[:n], *[extras[j] for j in read])
+        fval, pull = res[0], res[1]
+        pulled: tuple[Tensor, ...] = pull(-z[n : 2 * n])
+        grads = iter(pulled[1:])
+        parts = [fval, pulled[0]]
+        for j, size in zip(self.positions, self.sizes, strict=True):
+            if j is None:
+                parts.append(torch.zeros(size, dtype=self.dtype, device=z.device))
+            else:
+                parts.append(next(grads).reshape(-1).to(self.dtype))
+        return torch.cat(parts)
+
+
 def _combine(y: Tensor, h: Tensor, coefs: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
     """``y + h * sum_j coefs[j] ks[j]`` (zero coefficients skipped)."""
     acc: Tensor | None = None
@@ -108,26 +163,18 @@ class KernelSet:
     Args:
         cap: the capture serving this solve.
         tableau: the Runge-Kutta method.
-        y0: the flat initial state ``(n,)`` (its dtype and device are the solve's).
-        shape: the user's state shape.
-        time_dtype: the dtype of ``t``.
+        field: the flat field the kernels integrate (:class:`Field` or :class:`AdjointField`).
+        y0: the flat initial state ``(n,)`` of that field (its dtype and device are the solve's).
     """
 
-    def __init__(
-        self,
-        cap: Capture,
-        tableau: ButcherTableau,
-        y0: Tensor,
-        shape: torch.Size,
-        time_dtype: torch.dtype,
-    ):
+    def __init__(self, cap: Capture, tableau: ButcherTableau, field: Field, y0: Tensor):
         self.cap = cap
         self.tab = tableau
-        self.field = Field(cap, shape, time_dtype)
+        self.field = field
         self.n = y0.numel()
         self.dtype = y0.dtype
         self.device = y0.device
-        self.time_dtype = time_dtype
+        self.time_dtype = field.time_dtype
         self.s = tableau.stages
         self.a = tableau.a_matrix.tolist()
         self.b = list(tableau.b)
@@ -147,7 +194,7 @@ class KernelSet:
         inputs: Sequence[Tensor],
     ) -> Kernel:
         graph = self.cap.graph
-        key = (kind, self.tab.name, options, tuple(_meta(x) for x in inputs))
+        key = (kind, self.field.tag, self.tab.name, options, tuple(_meta(x) for x in inputs))
         kernel = graph.kernels.get(key)
         if kernel is None:
             if graph.failed is not None:
@@ -245,7 +292,7 @@ class KernelSet:
                 y1 = _combine(yy, h.to(self.dtype), self.b[:m], ks)
                 return y1, torch.stack(ks)
 
-            _, pull = torch.func.vjp(step, y, *[extras[j] for j in grad_idx])
+            pull = torch.func.vjp(step, y, *[extras[j] for j in grad_idx])[1]
             pulled: tuple[Tensor, ...] = pull((a, cot[1:]))
             gy, gx = pulled[0], pulled[1:]
             return (gy + cot[0], *[ac + g for ac, g in zip(acc, gx, strict=True)])
@@ -266,7 +313,7 @@ class KernelSet:
                     ex[j] = val
                 return self.field(t, yy, ex)
 
-            _, pull = torch.func.vjp(f, y, *[extras[j] for j in grad_idx])
+            pull = torch.func.vjp(f, y, *[extras[j] for j in grad_idx])[1]
             pulled: tuple[Tensor, ...] = pull(v)
             gy, gx = pulled[0], pulled[1:]
             return (gy, *[ac + g for ac, g in zip(acc, gx, strict=True)])
