@@ -157,6 +157,12 @@ class CompiledSolve:
         stepper = CompiledStepper(ks, z0, self.cap.extras)
         return CompiledArithmetic(stepper, times, tol, norm)
 
+    def graph_arithmetic(self, stepper: Any, times: Tensor) -> Any:
+        """The compiled in-graph arithmetic (``naive``) over ``times``."""
+        from physid.compiled.arith import CompiledGraphArithmetic
+
+        return CompiledGraphArithmetic(stepper, times, self.kernels, self.cap.originals)
+
     def needs_grad(self) -> tuple[int, ...]:
         """Positions of the capture's tensors that require grad."""
         return tuple(i for i, x in enumerate(self.cap.originals) if x.requires_grad)

@@ -267,6 +267,53 @@ class KernelSet:
 
         return self._get("field", (), lambda: fn, example)
 
+    # -- naive: attempts as autograd nodes ----------------------------------------------------
+
+    def _graph_stages(
+        self, t: Tensor, h: Tensor, y: Tensor, f0: Tensor, extras: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One attempt as :class:`~physid.solvers.rk.GraphRKStepper` takes it, with ``t`` and
+        ``h`` tensors of any dtype: ``(y1, K, err)``."""
+        ks = [f0]
+        yi = y
+        for i in range(1, self.s):
+            yi = _combine(y, h, self.a[i][:i], ks)
+            ks.append(self.field(t + self.c[i] * h, yi, extras))
+        y1 = yi if self.fsal else _combine(y, h, self.b, ks)
+        err = None
+        if self.e is not None:
+            err = _combine(torch.zeros_like(y), torch.ones((), dtype=y.dtype), self.e, ks)
+        return y1, torch.stack(ks), err
+
+    def graph_step(self, example: Sequence[Tensor]) -> Kernel:
+        """The ``graph_step`` kernel: ``(t, h, y, f0, *extras) -> (y1, K[, err])``."""
+
+        def fn(t: Tensor, h: Tensor, y: Tensor, f0: Tensor, *extras: Tensor) -> Any:
+            y1, K, err = self._graph_stages(t, h, y, f0, extras)
+            return (y1, K) if err is None else (y1, K, err)
+
+        return self._get("graph_step", (), lambda: fn, example)
+
+    def graph_step_vjp(self, grad_idx: tuple[int, ...], example: Sequence[Tensor]) -> Kernel:
+        """The ``graph_step_vjp`` kernel: ``(t, h, y, f0, g_y1, g_K[, g_err], *extras) -> (g_t,
+        g_h, g_y, g_f0, *g_extras[grad_idx])``."""
+        n_cot = 2 if self.e is None else 3
+
+        def fn(t: Tensor, h: Tensor, y: Tensor, f0: Tensor, *rest: Tensor) -> Any:
+            cots, extras = rest[:n_cot], list(rest[n_cot:])
+
+            def attempt(tt: Tensor, hh: Tensor, yy: Tensor, ff: Tensor, *gx: Tensor) -> Any:
+                ex = list(extras)
+                for j, v in zip(grad_idx, gx, strict=True):
+                    ex[j] = v
+                y1, K, err = self._graph_stages(tt, hh, yy, ff, ex)
+                return (y1, K) if err is None else (y1, K, err)
+
+            pull = torch.func.vjp(attempt, t, h, y, f0, *[extras[j] for j in grad_idx])[1]
+            return tuple(pull(tuple(cots)))
+
+        return self._get("graph_step_vjp", grad_idx, lambda: fn, example)
+
     # -- aca's backward ---------------------------------------------------------------------
 
     def replay_vjp(self, grad_idx: tuple[int, ...], example: Sequence[Tensor]) -> Kernel:

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from physid.compiled._build import Kernel
 from physid.compiled._kernels import KernelSet
 from physid.controllers.norms import AbstractNorm
 from physid.gradients._loop import GraphFreeArithmetic, InGraphArithmetic, Tolerances
-from physid.solvers.rk import Func, Scalar, StepperBase
+from physid.solvers.rk import Func, GraphRKStepper, Scalar, StepperBase
 
 __all__ = ["CompiledStepper", "CompiledArithmetic", "CompiledGraphArithmetic"]
 
@@ -92,6 +93,13 @@ class CompiledArithmetic(GraphFreeArithmetic):
         self._K: Tensor | None = None
         self._out: Tensor | None = None
         self._dense: list[tuple[int, int, float, float, Tensor, Tensor]] = []
+
+    def retarget(self, times: list[float]) -> None:
+        """Serve a new solve over ``times`` with the same kernels (the adjoint's intervals)."""
+        self.times_f = list(times)
+        self._K = None
+        self._out = None
+        self._dense.clear()
 
     def _th_of(self, t: float, h: float) -> Tensor:
         if self._cpu:
@@ -174,7 +182,102 @@ def _tensor(x: float | Tensor, ks: KernelSet) -> Tensor:
 
 
 class CompiledGraphArithmetic(InGraphArithmetic):
-    """In-graph arithmetic (``naive``) whose attempts are compiled autograd nodes."""
+    """In-graph arithmetic (``naive``) whose attempts are compiled autograd nodes.
 
-    def __init__(self, *args: Any, **kwargs: Any):  # pragma: no cover - filled in below
-        raise NotImplementedError
+    Each attempt is one :class:`_GraphAttempt` node: its forward is the ``graph_step`` kernel,
+    its backward the ``graph_step_vjp`` kernel (the attempt recomputed and pulled back, w.r.t.
+    time, step size, state, first stage and the tensors ``func`` reads). The error norm, the
+    controller, Hairer's initial step and the dense output stay eager operations in the graph,
+    exactly as in the eager naive method; single evaluations of ``func`` stay eager too.
+
+    Args:
+        stepper: the eager in-graph stepper (single evaluations, dense output).
+        times: the output times ``(T,)``, possibly requiring grad.
+        kernels: the kernel set of ``func``.
+        originals: the tensors ``func`` reads, as it holds them (gradients flow to them).
+    """
+
+    def __init__(
+        self,
+        stepper: GraphRKStepper,
+        times: Tensor,
+        kernels: KernelSet,
+        originals: Sequence[Tensor],
+    ):
+        super().__init__(stepper, times)
+        self.kernels = kernels
+        self.originals = tuple(originals)
+        self.extras = tuple(x.detach() for x in originals)
+        self.grad_idx = tuple(i for i, x in enumerate(originals) if x.requires_grad)
+
+    def kernel_pair(self, t: Tensor, h: Tensor) -> tuple[Kernel, Kernel]:
+        """The forward and backward kernels for time and step size of these dtypes."""
+        ks = self.kernels
+        y = torch.zeros(ks.n, dtype=ks.dtype, device=ks.device)
+        fwd = ks.graph_step([t, h, y, y, *self.extras])
+        cots = [y, torch.zeros(ks.s, ks.n, dtype=ks.dtype, device=ks.device)]
+        if ks.e is not None:
+            cots.append(y)
+        bwd = ks.graph_step_vjp(self.grad_idx, [t, h, y, y, *cots, *self.extras])
+        return fwd, bwd
+
+    def step(
+        self, func: Func, t: Scalar, h: Scalar, y: Tensor, f0: Tensor
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        dev = self.kernels.device
+        tt = t if isinstance(t, Tensor) else torch.tensor(t, dtype=torch.float64, device=dev)
+        hh = h if isinstance(h, Tensor) else torch.tensor(h, dtype=torch.float64, device=dev)
+        fwd, bwd = self.kernel_pair(tt.detach(), hh.detach())
+        outs = _GraphAttempt.apply(fwd, bwd, self, tt, hh, y, f0, *self.originals)
+        y1, K = outs[0], outs[1]
+        self._ks = list(K.unbind(0))
+        err = outs[2] if len(outs) > 2 else None
+        f1 = K[-1] if self.stepper.fsal else None
+        return y1, err, f1
+
+
+class _GraphAttempt(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        fwd: Kernel,
+        bwd: Kernel,
+        arith: CompiledGraphArithmetic,
+        t: Tensor,
+        h: Tensor,
+        y: Tensor,
+        f0: Tensor,
+        *originals: Tensor,
+    ) -> tuple[Tensor, ...]:
+        ctx.bwd = bwd
+        ctx.arith = arith
+        ctx.save_for_backward(t, h, y, f0)
+        return tuple(fwd(t.detach(), h.detach(), y.detach(), f0.detach(), *arith.extras))
+
+    @staticmethod
+    def backward(ctx: Any, *cots: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        t, h, y, f0 = ctx.saved_tensors
+        arith: CompiledGraphArithmetic = ctx.arith
+        ks = arith.kernels
+        zeros = (
+            torch.zeros(ks.n, dtype=ks.dtype, device=ks.device),
+            torch.zeros(ks.s, ks.n, dtype=ks.dtype, device=ks.device),
+            torch.zeros(ks.n, dtype=ks.dtype, device=ks.device),
+        )
+        full = [c if c is not None else z for c, z in zip(cots, zeros, strict=False)]
+        g = ctx.bwd(t.detach(), h.detach(), y.detach(), f0.detach(), *full, *arith.extras)
+        g_t, g_h, g_y, g_f0 = g[0], g[1], g[2], g[3]
+        g_orig: list[Tensor | None] = [None] * len(arith.originals)
+        for j, gj in zip(arith.grad_idx, g[4:], strict=True):
+            g_orig[j] = gj
+        needs = ctx.needs_input_grad
+        return (
+            None,
+            None,
+            None,
+            g_t if needs[3] else None,
+            g_h if needs[4] else None,
+            g_y if needs[5] else None,
+            g_f0 if needs[6] else None,
+            *g_orig,
+        )

@@ -124,6 +124,8 @@ def forward_solve(problem: Problem, *, graph: bool, trace: Trace | None = None) 
     if graph:
         stepper = GraphRKStepper(problem.tableau, y0, problem.time_dtype)
         arith = InGraphArithmetic(stepper, problem.t)
+        if problem.compiled is not None:
+            arith = problem.compiled.graph_arithmetic(stepper, problem.t)
         outs, _ = integrate(problem.func, y0.reshape(-1), arith, *args)
     elif problem.compiled is not None:
         times = problem.t.detach().tolist()
