@@ -103,16 +103,29 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def physid_candidates(methods: Sequence[str] = physid.GRADIENT_METHODS) -> list[Candidate]:
-    """physid's gradient methods."""
+def physid_candidates(
+    methods: Sequence[str] = physid.GRADIENT_METHODS, *, compile: bool = False
+) -> list[Candidate]:
+    """physid's gradient methods, eager or on the compiled fast path (``compile=True``; named
+    ``"physid <method> (compiled)"``)."""
 
     def make(method: str) -> Candidate:
         def solve(func, y0, t, rtol, atol, stats, solver="dopri5", **kw):  # type: ignore[no-untyped-def]
             return physid.odeint(
-                func, y0, t, method=method, solver=solver, rtol=rtol, atol=atol, stats=stats, **kw
+                func,
+                y0,
+                t,
+                method=method,
+                solver=solver,
+                rtol=rtol,
+                atol=atol,
+                stats=stats,
+                compile=compile,
+                **kw,
             )
 
-        return Candidate(f"physid {method}", "physid", solve, True)
+        suffix = " (compiled)" if compile else ""
+        return Candidate(f"physid {method}{suffix}", "physid", solve, True)
 
     return [make(m) for m in methods]
 

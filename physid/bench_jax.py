@@ -48,7 +48,7 @@ import numpy as np
 
 from physid.errors import MissingDependencyError, PhysidError
 
-__all__ = ["ADJOINTS", "KINDS", "run_peer", "peer_available", "main"]
+__all__ = ["ADJOINTS", "KINDS", "run_peer", "peer_available", "peer_measurements", "main"]
 
 ADJOINTS = ("RecursiveCheckpointAdjoint", "BacksolveAdjoint")
 KINDS = ("nbody", "mlp")
@@ -120,6 +120,52 @@ def run_peer(
         tail = " | ".join(res.stderr.strip().splitlines()[-5:])
         raise PhysidError(f"the diffrax peer failed (exit {res.returncode}): {tail}")
     return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def peer_measurements(report: Mapping[str, Any], reference: Sequence[Any] | None = None) -> list:
+    """The rows of :func:`run_peer`'s report as :class:`physid.bench.Measurement` objects.
+
+    Args:
+        report: what :func:`run_peer` returned.
+        reference: the reference gradients (arrays or tensors, in the order of the report's
+            ``grads``), for the relative gradient error.
+
+    Returns:
+        one measurement per adjoint, named ``"diffrax <Adjoint>"``; ``extra`` holds the compile
+        seconds and the seconds of one bare evaluation of the jitted field.
+    """
+    from physid.bench import Measurement
+
+    rows = []
+    for name, r in report["adjoints"].items():
+        err = None
+        if reference is not None:
+            num = den = 0.0
+            for got, want in zip(r["grads"], reference, strict=True):
+                w = np.asarray(want, dtype=np.float64)
+                num += float(((np.asarray(got, dtype=np.float64) - w) ** 2).sum())
+                den += float((w**2).sum())
+            err = (num / max(den, 1e-300)) ** 0.5
+        rows.append(
+            Measurement(
+                candidate=f"diffrax {name}",
+                library="diffrax",
+                seconds=r["seconds"],
+                seconds_all=r["seconds_all"],
+                nfe_forward=r["nfe_forward"],
+                nfe_backward=0,
+                steps_forward=r["steps_accepted"],
+                gradient_error=err,
+                loss=r["loss"],
+                extra={
+                    "compile_seconds": r["compile_seconds"],
+                    "steps_rejected": r["steps_rejected"],
+                    "field_seconds": report["field_seconds"],
+                    "nfe_backward_counted": False,
+                },
+            )
+        )
+    return rows
 
 
 # --- the subprocess side: everything below imports JAX lazily --------------------------------

@@ -21,6 +21,8 @@ the C++ compiler.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,11 +139,44 @@ def build_kernel(name: str, fn: Callable[..., Any], example_inputs: Sequence[Ten
     try:
         from torch._inductor.compile_fx import compile_fx_inner
         from torch._inductor.decomposition import select_decomp_table
-        from torch._subclasses.fake_tensor import FakeTensorMode
         from torch.fx.experimental.proxy_tensor import make_fx
-        from torch.fx.experimental.symbolic_shapes import ShapeEnv
     except ImportError as exc:  # pragma: no cover - a torch without Inductor
         raise CompileUnavailable(f"this torch has no Inductor ({exc})") from exc
+    with _inductor_options():
+        kernel = _build(name, fn, example_inputs, compile_fx_inner, select_decomp_table, make_fx)
+    seconds = time.perf_counter() - start
+    kernel.seconds = seconds
+    BUILD_STATS.kernels += 1
+    BUILD_STATS.seconds += seconds
+    return kernel
+
+
+def _inductor_options() -> Any:
+    """Inductor options for physid's kernels.
+
+    Inductor checks each vector ISA the CPU's flags report by compiling a probe and loading it in
+    a new Python process, once per process: ~3-5 s of every process's first kernel, cached or
+    not, on this 2-core machine. The flags are trusted instead (``cpp.vec_isa_ok``), unless the
+    user chose with ``TORCHINDUCTOR_VEC_ISA_OK``.
+    """
+    import torch._inductor.config as inductor_config
+
+    if os.environ.get("TORCHINDUCTOR_VEC_ISA_OK") is not None:
+        return contextlib.nullcontext()
+    return inductor_config.patch({"cpp.vec_isa_ok": True})
+
+
+def _build(
+    name: str,
+    fn: Callable[..., Any],
+    example_inputs: Sequence[Tensor],
+    compile_fx_inner: Any,
+    select_decomp_table: Any,
+    make_fx: Any,
+) -> Kernel:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
     inputs = [x.detach() for x in example_inputs]
     device = inputs[0].device if inputs else torch.device("cpu")
     # Inductor's FX graph cache keys need fake inputs of a mode with a shape environment
@@ -172,10 +207,7 @@ def build_kernel(name: str, fn: Callable[..., Any], example_inputs: Sequence[Ten
         raise CompileUnavailable(
             f"Inductor could not compile {name} ({type(exc).__name__}: {_first_line(exc)})"
         ) from exc
-    seconds = time.perf_counter() - start
-    BUILD_STATS.kernels += 1
-    BUILD_STATS.seconds += seconds
-    kernel = Kernel(name, call, seconds)
+    kernel = Kernel(name, call, 0.0)
     if device.type == "cuda":
         return CudaGraphKernel(kernel)
     return kernel

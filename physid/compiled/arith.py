@@ -32,6 +32,9 @@ from physid.solvers.rk import Func, GraphRKStepper, Scalar, StepperBase
 
 __all__ = ["CompiledStepper", "CompiledArithmetic", "CompiledGraphArithmetic"]
 
+_DENSE_BATCH = 128
+"""Steps whose dense outputs are formed together (their stages are kept until then)."""
+
 
 class CompiledStepper(StepperBase):
     """What the loop asks of a stepper besides the step: single evaluations of the field (the
@@ -142,6 +145,8 @@ class CompiledArithmetic(GraphFreeArithmetic):
             ks = self.stepper.kernels
             self._out = torch.empty(len(self.times_f), ks.n, dtype=ks.dtype, device=ks.device)
         self._dense.append((lo, hi, t, h, y, self._K))
+        if len(self._dense) >= _DENSE_BATCH:
+            self.finish()  # bounds the stages kept waiting to _DENSE_BATCH steps
         return self._out[lo:hi]
 
     def finish(self) -> None:

@@ -1,0 +1,453 @@
+"""Benchmark the compiled fast path against eager physid, torchdiffeq and diffrax (issue 12).
+
+One run measures, on the three-body and neural-ODE problems of ``physid bench gradients``:
+
+* physid eager and compiled (``odeint(compile=True)``), every gradient method;
+* torchdiffeq ``odeint`` and ``odeint_adjoint`` (same process);
+* diffrax ``RecursiveCheckpointAdjoint`` and ``BacksolveAdjoint`` (a subprocess, one XLA thread,
+  ``jax.jit`` compile excluded and reported separately) when the ``bench-jax`` extra is
+  installed.
+
+Every candidate runs one forward + backward of the same loss on one thread; the time is the
+median of ``--repeats`` calls after one warm-up. Compile time is reported apart: for physid the
+seconds its first compiled call spent capturing and building kernels in this process (with a
+fresh Inductor cache directory unless ``--warm-cache``: cold), and, in a second process over the
+now filled cache, the seconds a new process needs before its first compiled solve runs (warm:
+imports, capture, tracing, loading the compiled modules).
+
+The overhead ratio of a candidate is its seconds per evaluation of the vector field (forward and
+backward evaluations counted) over the seconds of one bare compiled evaluation of the field (the
+physid ``field`` kernel called directly): how close the loop comes to the cost of its own
+arithmetic. diffrax's evaluations are not counted inside ``jit``; its ratio uses the forward
+count ``2 + 6 (accepted + rejected)`` plus ``6`` per accepted step for the backward pass, an
+estimate, over its own jitted field's time.
+
+Usage::
+
+    python scripts/bench_fast_path.py --repeats 5 --out bench_results/fast_path
+
+writes ``fast_path.json``, ``fast_path.md`` and ``fast_path.png`` there and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+PROBLEMS = ("three-body", "node")
+
+
+def _setup_cache(warm: bool) -> str:
+    """Point Inductor at a fresh cache directory (cold compile) unless ``warm``."""
+    if not warm and "PHYSID_BENCH_CACHE" not in os.environ:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="physid-fastpath-")
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default)")
+
+
+def build_problem(name: str) -> dict[str, Any]:
+    """The problem's field, data, loss, tolerances, reference gradient and diffrax arrays."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    import physid
+
+    if name == "three-body":
+        from envs.three_body import (
+            K1,
+            K2,
+            ThreeBodyParams,
+            default_initial_state,
+            simulate,
+            train_times,
+        )
+        from models.known_form import KnownFormThreeBody
+
+        t_np = train_times()
+        truth = torch.tensor(simulate(ThreeBodyParams(), default_initial_state(), t_np))
+        t = torch.tensor(t_np)
+        y0 = truth[0].clone()
+        weights = 0.01**t
+
+        def make_model() -> nn.Module:
+            return KnownFormThreeBody(torch.tensor([1.0, 1.05, 0.95]))
+
+        def loss_fn(ys: torch.Tensor) -> torch.Tensor:
+            return (weights * (ys[:, :9] - truth[:, :9]).pow(2).sum(-1)).mean()
+
+        model = make_model()
+        ys = physid.odeint(model, y0, t, rtol=1e-12, atol=1e-12, max_steps=1_000_000)
+        ref = list(torch.autograd.grad(loss_fn(ys), list(model.parameters())))
+        arrays = {
+            "y0": y0.numpy(),
+            "t": t_np,
+            "truth": truth.numpy(),
+            "weights": weights.numpy(),
+            "masses": model.masses.detach().numpy(),
+            "k1": K1,
+            "k2": K2,
+            "rtol": 1e-7,
+            "atol": 1e-7,
+        }
+        return {
+            "name": name,
+            "description": "known-form three-body, 3 learnable masses, 1000 output times on "
+            "[0, 1], dopri5 rtol = atol = 1e-7, float64; reference: physid aca at 1e-12",
+            "make_model": make_model,
+            "y0": y0,
+            "t": t,
+            "loss_fn": loss_fn,
+            "rtol": 1e-7,
+            "atol": 1e-7,
+            "reference": ref,
+            "jax_kind": "nbody",
+            "jax_arrays": arrays,
+        }
+    if name == "node":
+
+        class MLP(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = nn.Sequential(
+                    nn.Linear(2, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2)
+                )
+
+            def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return self.net(y)
+
+        g = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        state = MLP().state_dict()
+        y0 = torch.randn(256, 2, generator=g)
+        target = torch.randn(20, 256, 2, generator=g)
+        t = torch.linspace(0, 2, 20)
+
+        def make_model() -> nn.Module:
+            m = MLP()
+            m.load_state_dict(state)
+            return m
+
+        def loss_fn(ys: torch.Tensor) -> torch.Tensor:
+            return (ys - target).pow(2).mean()
+
+        m64 = make_model().double()
+        ys = physid.odeint(m64, y0.double(), t.double(), rtol=1e-10, atol=1e-10)
+        ref64 = torch.autograd.grad((ys - target.double()).pow(2).mean(), list(m64.parameters()))
+        w = [p.detach().numpy() for p in make_model().parameters()]
+        arrays = dict(zip(("w1", "b1", "w2", "b2", "w3", "b3"), w, strict=True))
+        arrays.update(y0=y0.numpy(), t=t.numpy(), target=target.numpy(), rtol=1e-6, atol=1e-8)
+        return {
+            "name": name,
+            "description": "neural ODE MLP 2-64-64-2 tanh, float32, batch 256, 20 output times "
+            "on [0, 2], dopri5 rtol = 1e-6, atol = 1e-8; reference: physid aca in float64 at "
+            "1e-10",
+            "make_model": make_model,
+            "y0": y0,
+            "t": t,
+            "loss_fn": loss_fn,
+            "rtol": 1e-6,
+            "atol": 1e-8,
+            "reference": [r.float() for r in ref64],
+            "jax_kind": "mlp",
+            "jax_arrays": {k: np.asarray(v) for k, v in arrays.items()},
+        }
+    raise SystemExit(f"unknown problem {name!r}; choose from {PROBLEMS}")
+
+
+def field_seconds(problem: dict[str, Any], calls: int = 2000) -> float:
+    """Seconds of one bare compiled evaluation of the field: physid's ``field`` kernel, called
+    directly (median of 5 batches of ``calls``)."""
+    import torch
+
+    from physid.compiled import prepare
+    from physid.solvers import get_tableau
+
+    model = problem["make_model"]()
+    y0, t = problem["y0"], problem["t"]
+    cs = prepare(model, y0, t, get_tableau("dopri5"))
+    t0 = torch.zeros((), dtype=torch.float64)
+    flat = y0.reshape(-1)
+    kernel = cs.kernels.field_kernel([t0, flat, *cs.cap.extras])
+    extras = cs.cap.extras
+    out = []
+    with torch.no_grad():
+        for _ in range(6):
+            start = time.perf_counter()
+            for _ in range(calls):
+                kernel(t0, flat, *extras)
+            out.append((time.perf_counter() - start) / calls)
+    return statistics.median(out[1:])
+
+
+def measure_candidates(problem: dict[str, Any], repeats: int, console: Callable) -> list[Any]:
+    """physid eager, physid compiled and torchdiffeq on one problem."""
+    from physid.bench import measure, physid_candidates, torchdiffeq_candidates
+    from physid.compiled import compile_stats
+
+    rows = []
+    cands = [
+        *physid_candidates(),
+        *physid_candidates(compile=True),
+        *[c for c in torchdiffeq_candidates() if "seminorm" not in c.name],
+    ]
+    for c in cands:
+        model = problem["make_model"]()
+        params = list(model.parameters())
+        before = compile_stats()
+        start = time.perf_counter()
+        m = measure(
+            c,
+            model,
+            problem["y0"],
+            problem["t"],
+            problem["loss_fn"],
+            params,
+            rtol=problem["rtol"],
+            atol=problem["atol"],
+            repeats=repeats,
+            reference=problem["reference"],
+            memory=False,
+            solve_kwargs={"params": params},
+        )
+        after = compile_stats()
+        m.extra["compile_seconds"] = after.seconds - before.seconds
+        m.extra["kernels_built"] = after.kernels - before.kernels
+        m.extra["wall_seconds"] = time.perf_counter() - start
+        rows.append(m)
+        console(f"  {c.name:34s} {m.seconds:.5f} s  (compile {m.extra['compile_seconds']:.1f} s)")
+    return rows
+
+
+def warm_compile_seconds(problem: str, method: str) -> dict[str, float]:
+    """A new process over the filled Inductor cache: seconds from start to the first compiled
+    solve's result, and the seconds that solve spent capturing and building."""
+    code = (
+        "import time; s = time.perf_counter(); import sys; sys.path.insert(0, 'scripts'); "
+        "import torch; torch.set_num_threads(1); import bench_fast_path as b; import physid; "
+        "from physid.compiled import compile_stats; "
+        f"p = b.build_problem({problem!r}); m = p['make_model'](); "
+        "s2 = time.perf_counter(); "
+        f"ys = physid.odeint(m, p['y0'], p['t'], method={method!r}, rtol=p['rtol'], "
+        "atol=p['atol'], compile=True); "
+        "torch.autograd.grad(p['loss_fn'](ys), list(m.parameters())); "
+        "import json; print(json.dumps({'first_solve_seconds': time.perf_counter() - s2, "
+        "'build_seconds': compile_stats().seconds, 'process_seconds': time.perf_counter() - s}))"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run(
+    out_dir: Path, problems: list[str], repeats: int, with_diffrax: bool, warm_check: bool
+) -> dict[str, Any]:
+    import torch
+
+    import physid
+
+    torch.set_num_threads(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "environment": {
+            "torch": torch.__version__,
+            "physid": physid.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default)"),
+            "load_average_start": os.getloadavg(),
+        },
+        "repeats": repeats,
+        "problems": {},
+    }
+    for name in problems:
+        print(f"== {name}", flush=True)
+        prob = build_problem(name)
+        rows = measure_candidates(prob, repeats, lambda s: print(s, flush=True))
+        field_s = field_seconds(prob)
+        peer_rows: list[Any] = []
+        if with_diffrax:
+            from physid.bench_jax import peer_available, peer_measurements, run_peer
+
+            if peer_available():
+                rep = run_peer(prob["jax_kind"], prob["jax_arrays"], repeats=repeats)
+                peer_rows = peer_measurements(rep, [r.numpy() for r in prob["reference"]])
+                for r in peer_rows:
+                    acc = r.steps_forward or 0
+                    r.extra["nfe_estimate"] = r.nfe_forward + 6 * acc
+                    jit_s = r.extra["compile_seconds"]
+                    print(f"  {r.candidate:34s} {r.seconds:.5f} s  (jit {jit_s:.1f} s)")
+            else:
+                print("  diffrax: not installed (pip install physid[bench-jax])")
+        entry = {
+            "description": prob["description"],
+            "field_seconds": field_s,
+            "rows": [asdict(r) for r in rows + peer_rows],
+        }
+        for r in entry["rows"]:
+            nfe = r["extra"].get("nfe_estimate") or (r["nfe_forward"] + r["nfe_backward"])
+            own_field = r["extra"].get("field_seconds", field_s)
+            r["overhead_ratio"] = r["seconds"] / max(nfe, 1) / own_field if nfe else None
+        entry["ratios"] = _ratios(entry["rows"])
+        if warm_check:
+            entry["warm_compile"] = {
+                m: warm_compile_seconds(name, m) for m in ("aca", "adjoint", "naive")
+            }
+        results["problems"][name] = entry
+        results["environment"]["load_average_end"] = os.getloadavg()
+        (out_dir / "fast_path.json").write_text(json.dumps(_jsonable(results), indent=1))
+    (out_dir / "fast_path.md").write_text(markdown(results))
+    plot(results, out_dir / "fast_path.png")
+    print(markdown(results))
+    return results
+
+
+def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    by = {r["candidate"]: r["seconds"] for r in rows}
+    out: dict[str, float] = {}
+    fast = by.get("physid aca (compiled)")
+    if fast is None:
+        return out
+    for peer in (
+        "diffrax RecursiveCheckpointAdjoint",
+        "diffrax BacksolveAdjoint",
+        "torchdiffeq odeint",
+        "torchdiffeq odeint_adjoint",
+        "physid aca",
+    ):
+        if peer in by:
+            out[f"aca compiled / {peer}"] = fast / by[peer]
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"Command: `{results['command']}`", ""]
+    for name, res in results["problems"].items():
+        lines += [
+            f"**{name}** — {res['description']}; bare compiled field evaluation "
+            f"{res['field_seconds'] * 1e6:.1f} µs",
+            "",
+            "| candidate | s (median) | compile s | NFE fwd | NFE bwd | steps | overhead ratio "
+            "| grad rel. err |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["rows"]:
+            comp = r["extra"].get("compile_seconds")
+            comp_s = f"{comp:.1f}" if comp else "-"
+            nfe_b = r["nfe_backward"] if r["extra"].get("nfe_backward_counted", True) else "n/c"
+            ratio = r.get("overhead_ratio")
+            err = r.get("gradient_error")
+            lines.append(
+                f"| {r['candidate']} | {r['seconds']:.4f} | {comp_s} | {r['nfe_forward']} | "
+                f"{nfe_b} | {r['steps_forward'] or '-'} | "
+                f"{'-' if ratio is None else f'{ratio:.1f}'} | "
+                f"{'-' if err is None else f'{err:.1e}'} |"
+            )
+        if res.get("ratios"):
+            lines += ["", "; ".join(f"{k} = **{v:.3f}**" for k, v in res["ratios"].items())]
+        if res.get("warm_compile"):
+            parts = []
+            for m, w in res["warm_compile"].items():
+                if "error" in w:
+                    parts.append(f"{m}: failed ({w['error']})")
+                else:
+                    parts.append(
+                        f"{m}: {w['process_seconds']:.1f} s to the first result "
+                        f"({w['build_seconds']:.1f} s capturing and loading kernels)"
+                    )
+            lines += ["", "Warm cache, new process: " + "; ".join(parts)]
+        lines.append("")
+    env = results["environment"]
+    lines.append(
+        f"torch {env['torch']}, {env['cpus']} CPUs, 1 thread; load average "
+        f"{env['load_average_start'][0]:.1f} at start, {env.get('load_average_end', [0])[0]:.1f} "
+        "at end (other jobs share the machine: timings are noisy)."
+    )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = list(results["problems"])
+    fig, axes = plt.subplots(1, len(probs), figsize=(7 * len(probs), 5), squeeze=False)
+    colors = {"physid": "tab:blue", "torchdiffeq": "tab:orange", "diffrax": "tab:green"}
+    for ax, name in zip(axes[0], probs, strict=True):
+        rows = results["problems"][name]["rows"]
+        labels = [r["candidate"] for r in rows]
+        vals = [r["seconds"] for r in rows]
+        cols = [
+            "tab:purple" if "compiled" in r["candidate"] else colors.get(r["library"], "gray")
+            for r in rows
+        ]
+        ax.barh(labels, vals, color=cols)
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds per forward + backward (median, 1 thread)")
+        ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_results/fast_path"))
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-diffrax", action="store_true")
+    parser.add_argument("--no-warm-check", action="store_true")
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="use the usual Inductor cache (default: a fresh one, so compile times are cold)",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cache = _setup_cache(args.warm_cache)
+    print(f"Inductor cache: {cache}", flush=True)
+    run(
+        args.out,
+        [p for p in args.problems.split(",") if p],
+        args.repeats,
+        not args.no_diffrax,
+        not args.no_warm_check,
+    )
+
+
+if __name__ == "__main__":
+    main()
