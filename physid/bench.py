@@ -92,6 +92,7 @@ class Measurement:
     library: str
     seconds: float
     seconds_all: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = None
     nfe_forward: int = 0
     nfe_backward: int = 0
     steps_forward: int | None = None
@@ -242,14 +243,15 @@ def measure(
     err = relative_error(grads, reference) if reference is not None else None
 
     # timing: one warm-up, then the median
-    times = []
+    times, cpu_times = [], []
     for i in range(repeats + 1):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         once(func)
         _sync(device)
         if i:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.thread_time() - start_cpu)
 
     peak = retained = None
     if memory:
@@ -261,6 +263,7 @@ def measure(
         library=candidate.library,
         seconds=statistics.median(times),
         seconds_all=times,
+        cpu_seconds=statistics.median(cpu_times),
         nfe_forward=nfe_f,
         nfe_backward=nfe_b,
         steps_forward=steps_f,

@@ -89,9 +89,9 @@ def run_peer(
 
     Returns:
         ``{"environment": {...}, "field_seconds": float, "adjoints": {name: {"loss", "grads",
-        "compile_seconds", "seconds", "seconds_all", "steps_accepted", "steps_rejected",
-        "nfe_forward"}}}``; ``grads`` is a list of nested lists in the order of the weights
-        (``[masses]`` or ``[w1, b1, w2, b2, w3, b3]``).
+        "compile_seconds", "seconds", "seconds_all", "cpu_seconds", "steps_accepted",
+        "steps_rejected", "nfe_forward"}}}``; ``grads`` is a list of nested lists in the order
+        of the weights (``[masses]`` or ``[w1, b1, w2, b2, w3, b3]``).
 
     Raises:
         MissingDependencyError: JAX, diffrax or equinox is not installed.
@@ -152,6 +152,7 @@ def peer_measurements(report: Mapping[str, Any], reference: Sequence[Any] | None
                 library="diffrax",
                 seconds=r["seconds"],
                 seconds_all=r["seconds_all"],
+                cpu_seconds=r.get("cpu_seconds"),
                 nfe_forward=r["nfe_forward"],
                 nfe_backward=0,
                 steps_forward=r["steps_accepted"],
@@ -161,6 +162,7 @@ def peer_measurements(report: Mapping[str, Any], reference: Sequence[Any] | None
                     "compile_seconds": r["compile_seconds"],
                     "steps_rejected": r["steps_rejected"],
                     "field_seconds": report["field_seconds"],
+                    "field_cpu_seconds": report.get("field_cpu_seconds"),
                     "nfe_backward_counted": False,
                 },
             )
@@ -194,16 +196,19 @@ def _mlp_field(jnp: Any) -> Any:
     return field
 
 
-def _timed(fn: Any, args: Any, repeats: int, jax: Any) -> list[float]:
+def _timed(fn: Any, args: Any, repeats: int, jax: Any) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds of ``repeats`` calls after one warm-up (CPU: the whole
+    process, which runs one XLA thread)."""
     import time
 
     jax.block_until_ready(fn(*args))  # warm-up
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn(*args))
-        out.append(time.perf_counter() - start)
-    return out
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repeats: int) -> dict:
@@ -273,10 +278,11 @@ def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repea
         "dtype": str(np.dtype(dtype)),
     }
     field_jit = jax.jit(field).lower(ts[0], y0, params).compile()
-    field_times = _timed(field_jit, (ts[0], y0, params), max(repeats, 1) * 200, jax)
+    field_times, field_cpu = _timed(field_jit, (ts[0], y0, params), max(repeats, 1) * 200, jax)
     report: dict[str, Any] = {
         "environment": env,
         "field_seconds": statistics.median(field_times),
+        "field_cpu_seconds": statistics.median(field_cpu),
         "adjoints": {},
     }
     for name in adjoints:
@@ -290,7 +296,7 @@ def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repea
         compile_s = time.perf_counter() - start
         value, grads = compiled(params)
         stats = jax.jit(lambda p, adjoint=adjoint: solve(p, adjoint).stats)(params)
-        times = _timed(compiled, (params,), repeats, jax)
+        times, cpu_times = _timed(compiled, (params,), repeats, jax)
         acc = int(stats["num_accepted_steps"])
         rej = int(stats["num_rejected_steps"])
         grads_list = [np.asarray(g).tolist() for g in jax.tree_util.tree_leaves(grads)]
@@ -300,6 +306,7 @@ def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repea
             "compile_seconds": compile_s,
             "seconds": statistics.median(times),
             "seconds_all": times,
+            "cpu_seconds": statistics.median(cpu_times),
             "steps_accepted": acc,
             "steps_rejected": rej,
             # Dopri5 is FSAL: f(t0, y0), Hairer's trial evaluation, then 6 per attempted step.

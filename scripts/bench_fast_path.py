@@ -15,12 +15,16 @@ fresh Inductor cache directory unless ``--warm-cache``: cold), and, in a second 
 now filled cache, the seconds a new process needs before its first compiled solve runs (warm:
 imports, capture, tracing, loading the compiled modules).
 
-The overhead ratio of a candidate is its seconds per evaluation of the vector field (forward and
-backward evaluations counted) over the seconds of one bare compiled evaluation of the field (the
-physid ``field`` kernel called directly): how close the loop comes to the cost of its own
-arithmetic. diffrax's evaluations are not counted inside ``jit``; its ratio uses the forward
-count ``2 + 6 (accepted + rejected)`` plus ``6`` per accepted step for the backward pass, an
-estimate, over its own jitted field's time.
+Times are reported as wall-clock and CPU seconds (the thread's CPU time for torch, the
+process's for the one-thread JAX subprocess); other jobs sharing the machine inflate wall time
+much more than CPU time, so the ratios are given for both.
+
+The overhead ratio of a candidate is its CPU seconds per evaluation of the vector field (forward
+and backward evaluations counted) over the CPU seconds of one bare compiled evaluation of the
+field (the physid ``field`` kernel called directly): how close the loop comes to the cost of its
+own arithmetic. diffrax's evaluations are not counted inside ``jit``; its ratio uses the
+forward count ``2 + 6 (accepted + rejected)`` plus ``6`` per accepted step for the backward
+pass, an estimate, over its own jitted field's time.
 
 Usage::
 
@@ -55,8 +59,9 @@ def _setup_cache(warm: bool) -> str:
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default)")
 
 
-def build_problem(name: str) -> dict[str, Any]:
-    """The problem's field, data, loss, tolerances, reference gradient and diffrax arrays."""
+def build_problem(name: str, reference: bool = True) -> dict[str, Any]:
+    """The problem's field, data, loss, tolerances, reference gradient (unless ``reference`` is
+    false) and diffrax arrays."""
     import numpy as np
     import torch
     from torch import nn
@@ -64,7 +69,7 @@ def build_problem(name: str) -> dict[str, Any]:
     import physid
 
     if name == "three-body":
-        from envs.three_body import (
+        from physid.envs.three_body import (
             K1,
             K2,
             ThreeBodyParams,
@@ -72,7 +77,7 @@ def build_problem(name: str) -> dict[str, Any]:
             simulate,
             train_times,
         )
-        from models.known_form import KnownFormThreeBody
+        from physid.models.known_form import KnownFormThreeBody
 
         t_np = train_times()
         truth = torch.tensor(simulate(ThreeBodyParams(), default_initial_state(), t_np))
@@ -87,8 +92,10 @@ def build_problem(name: str) -> dict[str, Any]:
             return (weights * (ys[:, :9] - truth[:, :9]).pow(2).sum(-1)).mean()
 
         model = make_model()
-        ys = physid.odeint(model, y0, t, rtol=1e-12, atol=1e-12, max_steps=1_000_000)
-        ref = list(torch.autograd.grad(loss_fn(ys), list(model.parameters())))
+        ref = None
+        if reference:
+            ys = physid.odeint(model, y0, t, rtol=1e-12, atol=1e-12, max_steps=1_000_000)
+            ref = list(torch.autograd.grad(loss_fn(ys), list(model.parameters())))
         arrays = {
             "y0": y0.numpy(),
             "t": t_np,
@@ -141,9 +148,12 @@ def build_problem(name: str) -> dict[str, Any]:
         def loss_fn(ys: torch.Tensor) -> torch.Tensor:
             return (ys - target).pow(2).mean()
 
-        m64 = make_model().double()
-        ys = physid.odeint(m64, y0.double(), t.double(), rtol=1e-10, atol=1e-10)
-        ref64 = torch.autograd.grad((ys - target.double()).pow(2).mean(), list(m64.parameters()))
+        ref64 = None
+        if reference:
+            m64 = make_model().double()
+            ys = physid.odeint(m64, y0.double(), t.double(), rtol=1e-10, atol=1e-10)
+            loss64 = (ys - target.double()).pow(2).mean()
+            ref64 = torch.autograd.grad(loss64, list(m64.parameters()))
         w = [p.detach().numpy() for p in make_model().parameters()]
         arrays = dict(zip(("w1", "b1", "w2", "b2", "w3", "b3"), w, strict=True))
         arrays.update(y0=y0.numpy(), t=t.numpy(), target=target.numpy(), rtol=1e-6, atol=1e-8)
@@ -158,16 +168,16 @@ def build_problem(name: str) -> dict[str, Any]:
             "loss_fn": loss_fn,
             "rtol": 1e-6,
             "atol": 1e-8,
-            "reference": [r.float() for r in ref64],
+            "reference": None if ref64 is None else [r.float() for r in ref64],
             "jax_kind": "mlp",
             "jax_arrays": {k: np.asarray(v) for k, v in arrays.items()},
         }
     raise SystemExit(f"unknown problem {name!r}; choose from {PROBLEMS}")
 
 
-def field_seconds(problem: dict[str, Any], calls: int = 2000) -> float:
-    """Seconds of one bare compiled evaluation of the field: physid's ``field`` kernel, called
-    directly (median of 5 batches of ``calls``)."""
+def field_seconds(problem: dict[str, Any], calls: int = 2000) -> tuple[float, float]:
+    """Seconds of one bare compiled evaluation of the field — physid's ``field`` kernel, called
+    directly — as ``(wall, CPU)`` medians of 5 batches of ``calls``."""
     import torch
 
     from physid.compiled import prepare
@@ -180,14 +190,15 @@ def field_seconds(problem: dict[str, Any], calls: int = 2000) -> float:
     flat = y0.reshape(-1)
     kernel = cs.kernels.field_kernel([t0, flat, *cs.cap.extras])
     extras = cs.cap.extras
-    out = []
+    wall, cpu = [], []
     with torch.no_grad():
         for _ in range(6):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             for _ in range(calls):
                 kernel(t0, flat, *extras)
-            out.append((time.perf_counter() - start) / calls)
-    return statistics.median(out[1:])
+            wall.append((time.perf_counter() - start) / calls)
+            cpu.append((time.thread_time() - start_cpu) / calls)
+    return statistics.median(wall[1:]), statistics.median(cpu[1:])
 
 
 def measure_candidates(problem: dict[str, Any], repeats: int, console: Callable) -> list[Any]:
@@ -229,30 +240,76 @@ def measure_candidates(problem: dict[str, Any], repeats: int, console: Callable)
     return rows
 
 
-def warm_compile_seconds(problem: str, method: str) -> dict[str, float]:
-    """A new process over the filled Inductor cache: seconds from start to the first compiled
-    solve's result, and the seconds that solve spent capturing and building."""
-    code = (
-        "import time; s = time.perf_counter(); import sys; sys.path.insert(0, 'scripts'); "
-        "import torch; torch.set_num_threads(1); import bench_fast_path as b; import physid; "
-        "from physid.compiled import compile_stats; "
-        f"p = b.build_problem({problem!r}); m = p['make_model'](); "
-        "s2 = time.perf_counter(); "
-        f"ys = physid.odeint(m, p['y0'], p['t'], method={method!r}, rtol=p['rtol'], "
-        "atol=p['atol'], compile=True); "
-        "torch.autograd.grad(p['loss_fn'](ys), list(m.parameters())); "
-        "import json; print(json.dumps({'first_solve_seconds': time.perf_counter() - s2, "
-        "'build_seconds': compile_stats().seconds, 'process_seconds': time.perf_counter() - s}))"
-    )
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
-    )
+_PROBE = """
+import json, resource, sys, time
+start = time.perf_counter()
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, "scripts")
+import bench_fast_path as b
+import physid
+from physid.compiled import compile_stats
+
+
+def cpu():
+    a, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + c.ru_utime + c.ru_stime
+
+
+p = b.build_problem(PROBLEM, reference=False)
+model = p["make_model"]()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+ready, ready_cpu = time.perf_counter(), cpu()
+for epoch in range(EPOCHS):
+    ys = physid.odeint(model, p["y0"], p["t"], method=METHOD, rtol=p["rtol"], atol=p["atol"],
+                       compile=True)
+    loss = p["loss_fn"](ys)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if epoch == 0:
+        first, first_cpu = time.perf_counter(), cpu()
+end, end_cpu = time.perf_counter(), cpu()
+print(json.dumps({
+    "process_seconds": end - start,
+    "setup_seconds": ready - start,
+    "first_solve_seconds": first - ready,
+    "first_solve_cpu_seconds": first_cpu - ready_cpu,
+    "build_seconds": compile_stats().seconds,
+    "kernels": compile_stats().kernels,
+    "epochs": EPOCHS,
+    "epochs_seconds": end - first,
+    "process_cpu_seconds": end_cpu,
+}))
+"""
+
+
+def process_probe(problem: str, method: str, cache_dir: str, epochs: int) -> dict[str, Any]:
+    """A new process over the Inductor cache ``cache_dir`` fits the problem's parameters for
+    ``epochs`` Adam steps with the compiled method: its seconds to set up, to the first
+    result (capturing, building or loading kernels, the solve), and for the epochs (wall and CPU,
+    children included: the CPU seconds estimate the wall time of an unshared machine)."""
+    code = _PROBE.replace("PROBLEM", repr(problem)).replace("METHOD", repr(method))
+    code = code.replace("EPOCHS", str(epochs))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
     )
     if res.returncode != 0:
-        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+        tail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
+        return {"error": tail}
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def compile_probes(problem: str, epochs: int) -> dict[str, Any]:
+    """Cold (an empty Inductor cache) and warm (the same cache, a second process) runs of
+    ``epochs`` compiled ``aca`` fitting steps."""
+    cache = tempfile.mkdtemp(prefix="physid-fastpath-probe-")
+    return {
+        "cold": process_probe(problem, "aca", cache, epochs),
+        "warm": process_probe(problem, "aca", cache, epochs),
+    }
 
 
 def run(
@@ -283,7 +340,7 @@ def run(
         print(f"== {name}", flush=True)
         prob = build_problem(name)
         rows = measure_candidates(prob, repeats, lambda s: print(s, flush=True))
-        field_s = field_seconds(prob)
+        field_s, field_cpu = field_seconds(prob)
         peer_rows: list[Any] = []
         if with_diffrax:
             from physid.bench_jax import peer_available, peer_measurements, run_peer
@@ -301,17 +358,21 @@ def run(
         entry = {
             "description": prob["description"],
             "field_seconds": field_s,
+            "field_cpu_seconds": field_cpu,
             "rows": [asdict(r) for r in rows + peer_rows],
         }
         for r in entry["rows"]:
+            # CPU seconds per evaluation over CPU seconds of one bare evaluation (CPU time is
+            # what load from other jobs disturbs least)
             nfe = r["extra"].get("nfe_estimate") or (r["nfe_forward"] + r["nfe_backward"])
-            own_field = r["extra"].get("field_seconds", field_s)
-            r["overhead_ratio"] = r["seconds"] / max(nfe, 1) / own_field if nfe else None
+            own_field = r["extra"].get("field_cpu_seconds", field_cpu)
+            secs = r.get("cpu_seconds") or r["seconds"]
+            r["overhead_ratio"] = secs / max(nfe, 1) / own_field if nfe and own_field else None
         entry["ratios"] = _ratios(entry["rows"])
+        entry["ratios_cpu"] = _ratios(entry["rows"], "cpu_seconds")
         if warm_check:
-            entry["warm_compile"] = {
-                m: warm_compile_seconds(name, m) for m in ("aca", "adjoint", "naive")
-            }
+            print("  cold and warm processes (compiled aca, 100 fitting steps)", flush=True)
+            entry["processes"] = compile_probes(name, 100)
         results["problems"][name] = entry
         results["environment"]["load_average_end"] = os.getloadavg()
         (out_dir / "fast_path.json").write_text(json.dumps(_jsonable(results), indent=1))
@@ -321,11 +382,13 @@ def run(
     return results
 
 
-def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    by = {r["candidate"]: r["seconds"] for r in rows}
+def _ratios(rows: list[dict[str, Any]], key: str = "seconds") -> dict[str, float]:
+    """Compiled ``aca``'s time over each peer's (``key``: wall ``seconds`` or
+    ``cpu_seconds``)."""
+    by = {r["candidate"]: r.get(key) for r in rows}
     out: dict[str, float] = {}
     fast = by.get("physid aca (compiled)")
-    if fast is None:
+    if not fast:
         return out
     for peer in (
         "diffrax RecursiveCheckpointAdjoint",
@@ -334,8 +397,8 @@ def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
         "torchdiffeq odeint_adjoint",
         "physid aca",
     ):
-        if peer in by:
-            out[f"aca compiled / {peer}"] = fast / by[peer]
+        if by.get(peer):
+            out[f"aca compiled / {peer}"] = fast / by[peer]  # type: ignore[operator]
     return out
 
 
@@ -355,12 +418,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"Command: `{results['command']}`", ""]
     for name, res in results["problems"].items():
         lines += [
-            f"**{name}** — {res['description']}; bare compiled field evaluation "
-            f"{res['field_seconds'] * 1e6:.1f} µs",
+            f"**{name}** — {res['description']}; one bare compiled evaluation of the field "
+            f"{res['field_seconds'] * 1e6:.1f} µs ({res['field_cpu_seconds'] * 1e6:.1f} µs CPU)",
             "",
-            "| candidate | s (median) | compile s | NFE fwd | NFE bwd | steps | overhead ratio "
-            "| grad rel. err |",
-            "|---|---|---|---|---|---|---|---|",
+            "| candidate | s (median) | CPU s (median) | compile s | NFE fwd | NFE bwd | steps "
+            "| overhead ratio | grad rel. err |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["rows"]:
             comp = r["extra"].get("compile_seconds")
@@ -368,25 +431,39 @@ def markdown(results: dict[str, Any]) -> str:
             nfe_b = r["nfe_backward"] if r["extra"].get("nfe_backward_counted", True) else "n/c"
             ratio = r.get("overhead_ratio")
             err = r.get("gradient_error")
+            cpu = r.get("cpu_seconds")
+            cpu_s = "-" if cpu is None else f"{cpu:.4f}"
             lines.append(
-                f"| {r['candidate']} | {r['seconds']:.4f} | {comp_s} | {r['nfe_forward']} | "
+                f"| {r['candidate']} | {r['seconds']:.4f} | {cpu_s} | {comp_s} | "
+                f"{r['nfe_forward']} | "
                 f"{nfe_b} | {r['steps_forward'] or '-'} | "
                 f"{'-' if ratio is None else f'{ratio:.1f}'} | "
                 f"{'-' if err is None else f'{err:.1e}'} |"
             )
         if res.get("ratios"):
-            lines += ["", "; ".join(f"{k} = **{v:.3f}**" for k, v in res["ratios"].items())]
-        if res.get("warm_compile"):
-            parts = []
-            for m, w in res["warm_compile"].items():
-                if "error" in w:
-                    parts.append(f"{m}: failed ({w['error']})")
-                else:
-                    parts.append(
-                        f"{m}: {w['process_seconds']:.1f} s to the first result "
-                        f"({w['build_seconds']:.1f} s capturing and loading kernels)"
-                    )
-            lines += ["", "Warm cache, new process: " + "; ".join(parts)]
+            lines += [
+                "",
+                "Wall: " + "; ".join(f"{k} = **{v:.3f}**" for k, v in res["ratios"].items()),
+            ]
+        if res.get("ratios_cpu"):
+            lines += [
+                "",
+                "CPU: " + "; ".join(f"{k} = **{v:.3f}**" for k, v in res["ratios_cpu"].items()),
+            ]
+        for kind, w in (res.get("processes") or {}).items():
+            if "error" in w:
+                lines += ["", f"{kind} cache, new process: failed ({w['error']})"]
+                continue
+            lines += [
+                "",
+                f"{kind.capitalize()} Inductor cache, a new process fitting with compiled aca: "
+                f"set-up {w['setup_seconds']:.1f} s, first solve + backward "
+                f"{w['first_solve_seconds']:.1f} s ({w['first_solve_cpu_seconds']:.1f} s CPU; "
+                f"{w['build_seconds']:.1f} s of it capturing and building {w['kernels']} "
+                f"kernels), then {w['epochs'] - 1} more epochs {w['epochs_seconds']:.1f} s; the "
+                f"whole process {w['process_seconds']:.1f} s ({w['process_cpu_seconds']:.1f} s "
+                "CPU).",
+            ]
         lines.append("")
     env = results["environment"]
     lines.append(

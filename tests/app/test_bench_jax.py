@@ -24,8 +24,8 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_nbody_peer_matches_physid_three_body() -> None:
-    from envs.three_body import K1, K2, ThreeBodyParams, default_initial_state, simulate
-    from models.known_form import KnownFormThreeBody
+    from physid.envs.three_body import K1, K2, ThreeBodyParams, default_initial_state, simulate
+    from physid.models.known_form import KnownFormThreeBody
 
     t_np = np.linspace(0.0, 0.3, 40)
     truth = torch.tensor(simulate(ThreeBodyParams(), default_initial_state(), t_np))

@@ -50,7 +50,7 @@ def _problem(dtype: torch.dtype = F64) -> tuple[Field, torch.Tensor, torch.Tenso
     return Field(dtype), y0, t, w
 
 
-def _run(method: str, solver: str, compile: bool, **kw: object):  # type: ignore[no-untyped-def]
+def _run(method: object, solver: str, compile: bool, **kw: object):  # type: ignore[no-untyped-def]
     f, y0, t, w = _problem()
     y0 = y0.clone().requires_grad_(True)
     st = physid.SolveStats()
@@ -62,7 +62,7 @@ def _run(method: str, solver: str, compile: bool, **kw: object):  # type: ignore
     return ys.detach(), grads, st
 
 
-def _assert_same(method: str, solver: str, **kw: object) -> None:
+def _assert_same(method: object, solver: str, **kw: object) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompileFallbackWarning)
         ys_c, g_c, st_c = _run(method, solver, True, **kw)
@@ -92,6 +92,22 @@ def test_compiled_takes_the_same_steps_and_gives_the_same_gradients(method: str)
 )
 def test_compiled_matches_eager_on_other_solvers(method: str, solver: str, kw: dict) -> None:
     _assert_same(method, solver, **kw)
+
+
+def test_a_composed_adjoint_with_pi_controllers_matches_eager() -> None:
+    method = physid.AdjointMethod(physid.SemiNorm, backward_controller=physid.PIController)
+    _assert_same(method, "dopri5", controller="pi")  # type: ignore[arg-type]
+
+
+def test_compiled_solve_fails_like_the_eager_one() -> None:
+    f, y0, t, _ = _problem()
+    errors = []
+    for compile in (False, True):
+        with pytest.raises(physid.SolverError) as info:
+            physid.odeint(f, y0, t, rtol=1e-9, atol=1e-9, max_steps=7, compile=compile)
+        errors.append(info.value)
+    assert errors[0].status == errors[1].status == physid.SolverStatus.MAX_STEPS_REACHED
+    assert str(errors[0]) == str(errors[1])
 
 
 def test_float32_compiled_agrees_with_eager_to_single_precision() -> None:
