@@ -13,8 +13,10 @@ on-disk cache makes later runs fast.
 
 from __future__ import annotations
 
+import gc
 import math
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -137,6 +139,23 @@ def test_new_values_do_not_recompile() -> None:
         torch.autograd.grad(ys.sum(), list(f.parameters()))
     after = compile_stats()
     assert (after.captures, after.kernels) == (before.captures, before.kernels)
+
+
+def test_a_new_instance_reuses_the_kernels_and_is_not_kept_alive() -> None:
+    f, y0, t, _ = _problem()
+    physid.odeint(f, y0, t, compile=True)
+    before = compile_stats()
+    other = Field()
+    with torch.no_grad():
+        other.w2.mul_(-1.0)
+    ys = physid.odeint(other, y0, t, compile=True)
+    torch.testing.assert_close(ys, physid.odeint(other, y0, t), rtol=1e-12, atol=1e-12)
+    after = compile_stats()
+    assert (after.captures, after.kernels) == (before.captures, before.kernels)
+    ref = weakref.ref(other)
+    del other, ys
+    gc.collect()
+    assert ref() is None
 
 
 def test_a_new_shape_recompiles() -> None:
