@@ -26,7 +26,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -34,6 +34,12 @@ from torch import Tensor
 from physid.compiled._build import BUILD_STATS, CompileUnavailable
 from physid.compiled._capture import Capture, capture
 from physid.compiled._kernels import AdjointField, Field, KernelSet
+
+if TYPE_CHECKING:
+    from physid.compiled.arith import CompiledArithmetic, CompiledGraphArithmetic
+    from physid.controllers.norms import AbstractNorm
+    from physid.gradients._loop import Tolerances
+    from physid.solvers.rk import GraphRKStepper
 
 __all__ = [
     "CompileFallbackWarning",
@@ -139,11 +145,11 @@ class CompiledSolve:
     def arithmetic(
         self,
         times: list[float],
-        tol: Any,
-        norm: Any,
+        tol: Tolerances,
+        norm: AbstractNorm,
         kernels: KernelSet | None = None,
         y0: Tensor | None = None,
-    ) -> Any:
+    ) -> CompiledArithmetic:
         """The compiled graph-free arithmetic for a solve over ``times`` (builds its kernels).
 
         Args:
@@ -157,7 +163,7 @@ class CompiledSolve:
         stepper = CompiledStepper(ks, z0, self.cap.extras)
         return CompiledArithmetic(stepper, times, tol, norm)
 
-    def graph_arithmetic(self, stepper: Any, times: Tensor) -> Any:
+    def graph_arithmetic(self, stepper: GraphRKStepper, times: Tensor) -> CompiledGraphArithmetic:
         """The compiled in-graph arithmetic (``naive``) over ``times``."""
         from physid.compiled.arith import CompiledGraphArithmetic
 
