@@ -48,7 +48,15 @@ import numpy as np
 
 from physid.errors import MissingDependencyError, PhysidError
 
-__all__ = ["ADJOINTS", "KINDS", "run_peer", "peer_available", "peer_measurements", "main"]
+__all__ = [
+    "ADJOINTS",
+    "KINDS",
+    "PeerSession",
+    "run_peer",
+    "peer_available",
+    "peer_measurements",
+    "main",
+]
 
 ADJOINTS = ("RecursiveCheckpointAdjoint", "BacksolveAdjoint")
 KINDS = ("nbody", "mlp")
@@ -104,11 +112,7 @@ def run_peer(
         payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
         payload["kind"] = np.array(kind)
         np.savez(path, **payload)
-        env = dict(os.environ)
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _ONE_THREAD_FLAGS).strip()
-        env.setdefault("JAX_PLATFORMS", "cpu")
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = "1"
+        env = _peer_env()
         cmd = [sys.executable, "-m", "physid.bench_jax", str(path), "--repeats", str(repeats)]
         cmd += ["--adjoints", ",".join(adjoints)]
         res = subprocess.run(
@@ -119,7 +123,7 @@ def run_peer(
     if res.returncode != 0:
         tail = " | ".join(res.stderr.strip().splitlines()[-5:])
         raise PhysidError(f"the diffrax peer failed (exit {res.returncode}): {tail}")
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def peer_measurements(report: Mapping[str, Any], reference: Sequence[Any] | None = None) -> list:
@@ -170,6 +174,84 @@ def peer_measurements(report: Mapping[str, Any], reference: Sequence[Any] | None
     return rows
 
 
+class PeerSession:
+    """A diffrax peer kept running, to time it again between other measurements.
+
+    Timings on a shared machine drift with the load of other jobs; alternating the peer with
+    the measurement it is compared to (paired rounds) makes the comparison fair. The
+    subprocess compiles once (see :func:`run_peer` for the problem), prints its report, then
+    times an adjoint each time :meth:`time` asks.
+
+    Use as a context manager: ``with PeerSession("nbody", arrays) as peer: peer.time(name)``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        arrays: Mapping[str, np.ndarray | float],
+        *,
+        adjoints: Sequence[str] = ADJOINTS,
+        repeats: int = 5,
+    ):
+        self._tmp = tempfile.TemporaryDirectory(prefix="physid-bench-jax-")
+        path = Path(self._tmp.name) / "problem.npz"
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        payload["kind"] = np.array(kind)
+        np.savez(path, **payload)
+        cmd = [sys.executable, "-m", "physid.bench_jax", str(path), "--repeats", str(repeats)]
+        cmd += ["--adjoints", ",".join(adjoints), "--serve"]
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_peer_env(),
+        )
+        line = self._proc.stdout.readline() if self._proc.stdout else ""
+        if not line:
+            err = self._proc.stderr.read() if self._proc.stderr else ""
+            self.close()
+            tail = " | ".join(err.strip().splitlines()[-3:])
+            raise PhysidError(f"the diffrax peer failed to start: {tail}")
+        self.report: dict[str, Any] = json.loads(line)
+
+    def time(self, adjoint: str) -> dict[str, float]:
+        """``{"seconds", "cpu_seconds"}``: medians of the session's repeats, measured now."""
+        if self._proc.stdin is None or self._proc.stdout is None:
+            raise PhysidError("the diffrax peer session is closed")
+        self._proc.stdin.write(adjoint + "\n")
+        self._proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(self._proc.stdout.readline())
+        if "error" in answer:
+            raise PhysidError(answer["error"])
+        return answer
+
+    def close(self) -> None:
+        if self._proc.stdin:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self._proc.kill()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> PeerSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _peer_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _ONE_THREAD_FLAGS).strip()
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = "1"
+    return env
+
+
 # --- the subprocess side: everything below imports JAX lazily --------------------------------
 
 
@@ -211,7 +293,12 @@ def _timed(fn: Any, args: Any, repeats: int, jax: Any) -> tuple[list[float], lis
     return wall, cpu
 
 
-def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repeats: int) -> dict:
+def _solve_report(
+    data: Mapping[str, np.ndarray], adjoints: Sequence[str], repeats: int, serve: bool = False
+) -> dict:
+    """Compile and time each adjoint; print the report (one JSON line). With ``serve``, then
+    answer each line of stdin naming an adjoint with one more timing (a JSON line of ``seconds``
+    and ``cpu_seconds`` medians), until stdin closes."""
     import statistics
     import time
 
@@ -285,6 +372,7 @@ def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repea
         "field_cpu_seconds": statistics.median(field_cpu),
         "adjoints": {},
     }
+    compiled_fns: dict[str, Any] = {}
     for name in adjoints:
         adjoint = getattr(diffrax, name)()
 
@@ -294,6 +382,7 @@ def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repea
         start = time.perf_counter()
         compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
         compile_s = time.perf_counter() - start
+        compiled_fns[name] = compiled
         value, grads = compiled(params)
         stats = jax.jit(lambda p, adjoint=adjoint: solve(p, adjoint).stats)(params)
         times, cpu_times = _timed(compiled, (params,), repeats, jax)
@@ -312,6 +401,16 @@ def _solve_report(data: Mapping[str, np.ndarray], adjoints: Sequence[str], repea
             # Dopri5 is FSAL: f(t0, y0), Hairer's trial evaluation, then 6 per attempted step.
             "nfe_forward": 2 + 6 * (acc + rej),
         }
+    print(json.dumps(report), flush=True)
+    if serve:
+        for line in sys.stdin:
+            name = line.strip()
+            if name not in compiled_fns:
+                print(json.dumps({"error": f"unknown adjoint {name!r}"}), flush=True)
+                continue
+            wall, cpu = _timed(compiled_fns[name], (params,), repeats, jax)
+            answer = {"seconds": statistics.median(wall), "cpu_seconds": statistics.median(cpu)}
+            print(json.dumps(answer), flush=True)
     return report
 
 
@@ -327,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("problem", type=Path)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--adjoints", default=",".join(ADJOINTS))
+    parser.add_argument(
+        "--serve", action="store_true", help="after the report, time again on request (stdin)"
+    )
     args = parser.parse_args(argv)
     adjoints = [a for a in args.adjoints.split(",") if a]
     bad = [a for a in adjoints if a not in ADJOINTS]
@@ -351,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     with np.load(args.problem) as f:
         data = {k: f[k] for k in f.files}
-    print(json.dumps(_solve_report(data, adjoints, args.repeats)))
+    _solve_report(data, adjoints, args.repeats, serve=args.serve)
     return 0
 
 

@@ -367,6 +367,60 @@ def main_job(cache_dir: str) -> dict[str, Any]:
     return out
 
 
+def paired_rounds(problem: dict[str, Any], repeats: int, rounds: int) -> dict[str, Any]:
+    """Compiled ``aca`` and diffrax's ``RecursiveCheckpointAdjoint`` timed alternately.
+
+    The load of other jobs drifts over minutes; measuring the two in turns, ``rounds`` times
+    (each a median of ``repeats`` after a warm-up), and taking the median of the per-round
+    ratios compares them under the same conditions.
+    """
+    from physid.bench import measure, physid_candidates
+    from physid.bench_jax import PeerSession
+
+    cand = physid_candidates(["aca"], compile=True)[0]
+    model = problem["make_model"]()
+    params = list(model.parameters())
+    out: list[dict[str, float]] = []
+    with PeerSession(
+        problem["jax_kind"],
+        problem["jax_arrays"],
+        adjoints=["RecursiveCheckpointAdjoint"],
+        repeats=repeats,
+    ) as peer:
+        for _ in range(rounds):
+            m = measure(
+                cand,
+                model,
+                problem["y0"],
+                problem["t"],
+                problem["loss_fn"],
+                params,
+                rtol=problem["rtol"],
+                atol=problem["atol"],
+                repeats=repeats,
+                memory=False,
+                solve_kwargs={"params": params},
+            )
+            d = peer.time("RecursiveCheckpointAdjoint")
+            out.append(
+                {
+                    "physid_seconds": m.seconds,
+                    "physid_cpu_seconds": m.cpu_seconds or float("nan"),
+                    "diffrax_seconds": d["seconds"],
+                    "diffrax_cpu_seconds": d["cpu_seconds"],
+                }
+            )
+    wall = [r["physid_seconds"] / r["diffrax_seconds"] for r in out]
+    cpu = [r["physid_cpu_seconds"] / r["diffrax_cpu_seconds"] for r in out]
+    return {
+        "rounds": out,
+        "ratio_wall_median": statistics.median(wall),
+        "ratio_cpu_median": statistics.median(cpu),
+        "ratio_wall_range": [min(wall), max(wall)],
+        "ratio_cpu_range": [min(cpu), max(cpu)],
+    }
+
+
 def run(
     out_dir: Path,
     problems: list[str],
@@ -374,6 +428,7 @@ def run(
     with_diffrax: bool,
     warm_check: bool,
     with_main_job: bool = False,
+    rounds: int = 5,
 ) -> dict[str, Any]:
     import torch
 
@@ -402,6 +457,7 @@ def run(
         rows = measure_candidates(prob, repeats, lambda s: print(s, flush=True))
         field_s, field_cpu = field_seconds(prob)
         peer_rows: list[Any] = []
+        paired: dict[str, Any] | None = None
         if with_diffrax:
             from physid.bench_jax import peer_available, peer_measurements, run_peer
 
@@ -413,6 +469,14 @@ def run(
                     r.extra["nfe_estimate"] = r.nfe_forward + 6 * acc
                     jit_s = r.extra["compile_seconds"]
                     print(f"  {r.candidate:34s} {r.seconds:.5f} s  (jit {jit_s:.1f} s)")
+                if rounds:
+                    paired = paired_rounds(prob, repeats, rounds)
+                    print(
+                        f"  paired rounds: aca compiled / diffrax RCA = "
+                        f"{paired['ratio_wall_median']:.2f} wall, "
+                        f"{paired['ratio_cpu_median']:.2f} CPU",
+                        flush=True,
+                    )
             else:
                 print("  diffrax: not installed (pip install physid[bench-jax])")
         entry = {
@@ -421,6 +485,8 @@ def run(
             "field_cpu_seconds": field_cpu,
             "rows": [asdict(r) for r in rows + peer_rows],
         }
+        if paired is not None:
+            entry["paired"] = paired
         for r in entry["rows"]:
             # CPU seconds per evaluation over CPU seconds of one bare evaluation (CPU time is
             # what load from other jobs disturbs least)
@@ -514,6 +580,17 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
                 "CPU: " + "; ".join(f"{k} = **{v:.3f}**" for k, v in res["ratios_cpu"].items()),
             ]
+        if res.get("paired"):
+            pr = res["paired"]
+            lines += [
+                "",
+                f"Paired rounds (compiled aca and diffrax RecursiveCheckpointAdjoint measured "
+                f"alternately, {len(pr['rounds'])} rounds): aca compiled / diffrax = "
+                f"**{pr['ratio_wall_median']:.2f}** wall (range "
+                f"{pr['ratio_wall_range'][0]:.2f}-{pr['ratio_wall_range'][1]:.2f}), "
+                f"**{pr['ratio_cpu_median']:.2f}** CPU (range {pr['ratio_cpu_range'][0]:.2f}-"
+                f"{pr['ratio_cpu_range'][1]:.2f}).",
+            ]
         for kind, w in (res.get("processes") or {}).items():
             if "error" in w:
                 lines += ["", f"{kind} cache, new process: failed ({w['error']})"]
@@ -590,6 +667,12 @@ def main() -> None:
     parser.add_argument("--no-diffrax", action="store_true")
     parser.add_argument("--no-warm-check", action="store_true")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="paired rounds of compiled aca vs diffrax (0: none)",
+    )
+    parser.add_argument(
         "--main-job",
         action="store_true",
         help="also time physid fit three-body --method aca (100 epochs) eager and compiled",
@@ -610,6 +693,7 @@ def main() -> None:
         not args.no_diffrax,
         not args.no_warm_check,
         args.main_job,
+        args.rounds,
     )
 
 
