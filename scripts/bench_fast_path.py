@@ -639,21 +639,24 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     probs = list(results["problems"])
-    fig, axes = plt.subplots(1, len(probs), figsize=(7 * len(probs), 5), squeeze=False)
+    fig, axes = plt.subplots(2, len(probs), figsize=(7 * len(probs), 9), squeeze=False)
     colors = {"physid": "tab:blue", "torchdiffeq": "tab:orange", "diffrax": "tab:green"}
-    for ax, name in zip(axes[0], probs, strict=True):
-        rows = results["problems"][name]["rows"]
-        labels = [r["candidate"] for r in rows]
-        vals = [r["seconds"] for r in rows]
-        cols = [
-            "tab:purple" if "compiled" in r["candidate"] else colors.get(r["library"], "gray")
-            for r in rows
-        ]
-        ax.barh(labels, vals, color=cols)
-        ax.set_xscale("log")
-        ax.invert_yaxis()
-        ax.set_xlabel("seconds per forward + backward (median, 1 thread)")
-        ax.set_title(name)
+    for row, (key, what) in enumerate(
+        (("cpu_seconds", "CPU seconds"), ("seconds", "wall-clock seconds"))
+    ):
+        for ax, name in zip(axes[row], probs, strict=True):
+            rows = [r for r in results["problems"][name]["rows"] if r.get(key)]
+            labels = [r["candidate"] for r in rows]
+            vals = [r[key] for r in rows]
+            cols = [
+                "tab:purple" if "compiled" in r["candidate"] else colors.get(r["library"], "gray")
+                for r in rows
+            ]
+            ax.barh(labels, vals, color=cols)
+            ax.set_xscale("log")
+            ax.invert_yaxis()
+            ax.set_xlabel(f"{what} per forward + backward (median, 1 thread)")
+            ax.set_title(f"{name} ({what})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
