@@ -341,3 +341,52 @@ def test_single_output_time() -> None:
         assert ys.shape == (1, 3, 2)
         (g,) = torch.autograd.grad(ys.sum(), y0)
         assert torch.equal(g, torch.ones_like(y0))
+
+
+@pytest.mark.parametrize("method", ["naive", "aca"])
+def test_a_rejected_non_finite_trial_leaves_gradients_finite(method: str) -> None:
+    # the log is NaN below y = -0.5: the stiff sample's first trial (first_step 0.5)
+    # overshoots there and is rejected; its NaN must not reach any gradient
+    k = torch.tensor([[0.5], [50.0]], dtype=F64, requires_grad=True)
+    y0 = torch.ones(2, 1, dtype=F64)
+    t = torch.linspace(0, 1, 5, dtype=F64)
+    st = physid.SolveStats()
+    ys = physid.odeint(
+        lambda t, y: -k * y + 1e-3 * torch.log(y + 0.5),
+        y0,
+        t,
+        method=method,
+        batch="independent",
+        first_step=0.5,
+        stats=st,
+    )
+    (g,) = torch.autograd.grad(ys.sum(), k)
+    assert st.per_sample is not None and st.per_sample.steps_rejected[1] > 0
+    for b in range(2):
+        kb = k[b : b + 1]
+        yb = physid.odeint(
+            lambda t, y, kb=kb: -kb * y + 1e-3 * torch.log(y + 0.5),
+            y0[b : b + 1],
+            t,
+            method=method,
+            first_step=0.5,
+            params=[k],
+        )
+        (gb,) = torch.autograd.grad(yb.sum(), k)
+        torch.testing.assert_close(g[b], gb[b], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_equals_cpu(method: str) -> None:
+    w = torch.randn(len(T), 3, 2, dtype=F64, generator=torch.Generator().manual_seed(4))
+    results = []
+    for device in ("cpu", "cuda"):
+        f = Damped(K_MIXED).to(device)
+        ys, grads, st = _solve(f, Y0.to(device), T.to(device), w.to(device), method, "independent")
+        results.append((ys.cpu(), [g.cpu() for g in grads], st))
+    (ya, ga, sa), (yb, gb, sb) = results
+    assert sa.per_sample == sb.per_sample
+    torch.testing.assert_close(ya, yb, rtol=1e-10, atol=1e-12)
+    for x, y in zip(ga, gb, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-8, atol=1e-10)

@@ -327,6 +327,8 @@ class BatchArithmetic(ABC, Generic[S]):
 
     stepper: _BatchStepperBase
     times_f: np.ndarray
+    in_graph: bool = False
+    """Whether times, step sizes and steps are recorded in the autograd graph."""
 
     @abstractmethod
     def start(self) -> S:
@@ -535,6 +537,7 @@ class GraphBatchArithmetic(BatchArithmetic[Tensor]):
     """
 
     stepper: BatchGraphStepper
+    in_graph = True
 
     def __init__(self, stepper: BatchGraphStepper, times: Tensor):
         self.stepper = stepper
@@ -774,6 +777,18 @@ def integrate_per_sample(
             finite = np.isfinite(r)
             if not finite.all():
                 nonfinite = running & ~finite
+                if arith.in_graph:
+                    # A NaN in one row of the batched step would reach every gradient (its zero
+                    # cotangent times NaN partials): redo the step with those samples held
+                    # (h = 0), off the graph the outputs use. The other rows come out the same.
+                    h_held = arith.clip(t, h, clipped, running & finite)
+                    y1, err_held, f1 = arith.step(func, t, h_held, y, f0)
+                    count.calls += per_step
+                    if err_held is None:
+                        raise TypeError("an adaptive step lost its error estimate.")
+                    abs_y1 = torch.abs(y1)
+                    scale = tol.atol + tol.rtol * torch.maximum(abs_y, abs_y1)
+                    ratio, _ = arith.ratio(row_norm(norm, err_held / scale), h_held)
             accept, factor = arith.decide(ratio, r, running, nonfinite)
 
         if accept.any():
