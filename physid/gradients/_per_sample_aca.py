@@ -132,10 +132,12 @@ class _PerSampleACAFunction(torch.autograd.Function):
             inner = ~end
             return (ks[end], bs[end]), (ks[inner], bs[inner], th[inner])
 
+        splits = [split(r) for r in range(rounds.count)]
+
         def carry(r: int) -> Tensor | None:
             # the cotangent of each sample's last stage in round r from that round's inner
             # outputs, h W_s^T g: the first stage of the sample's next step receives it
-            _, (ks_in, bs_in, th_in) = split(r)
+            _, (ks_in, bs_in, th_in) = splits[r]
             if not len(ks_in):
                 return None
             _, hs_r, _ = rounds.rows(r)
@@ -151,7 +153,7 @@ class _PerSampleACAFunction(torch.autograd.Function):
         for r in range(rounds.count):
             active = rounds.active[r]
             act_rows = torch.from_numpy(active).to(dev).unsqueeze(1)
-            (ks_end, bs_end), (ks_in, bs_in, th_in) = split(r)
+            (ks_end, bs_end), (ks_in, bs_in, th_in) = splits[r]
             if len(ks_end):
                 a = a.index_put((torch.from_numpy(bs_end).to(dev),), g[ks_end, bs_end], True)
             # round 0 holds every sample's final step: no next step lends its last stage
