@@ -13,6 +13,7 @@ from physid.controllers import AbstractController, ConstantController, IControll
 from physid.errors import ConfigError, SolverError, SolverStatus
 from physid.gradients import METHODS, AbstractGradientMethod, get_method
 from physid.gradients._loop import Tolerances
+from physid.gradients._per_sample import probe_per_sample
 from physid.gradients.base import Problem, probe
 from physid.solvers import SOLVERS, ButcherTableau, get_tableau
 from physid.stats import SolveStats
@@ -25,6 +26,7 @@ __all__ = [
     "GRADIENT_METHODS",
     "SOLVER_NAMES",
     "SUPPORTED_DTYPES",
+    "BATCH_MODES",
 ]
 
 GRADIENT_METHODS: tuple[str, ...] = tuple(METHODS)
@@ -40,6 +42,9 @@ float16, ``7.8e-3`` for bfloat16) sits above the tolerances an adaptive solve is
 error control cannot be met, and float16's range (``6.5e4``) overflows the squared error norms of
 the step-size control (the initial step becomes NaN). Casting state and time up to float32 costs
 little next to a solve; a model may still compute in half precision inside ``func``."""
+
+BATCH_MODES: tuple[str, ...] = ("shared", "independent")
+"""The values ``batch`` accepts: one step size for the whole tensor, or one per sample."""
 
 _CONTROLLERS: dict[str, Callable[[], AbstractController]] = {"i": IController, "pi": PIController}
 
@@ -82,6 +87,7 @@ def odeint(
     params: Sequence[Tensor] | None = None,
     stats: SolveStats | None = None,
     controller: str | Callable[[], AbstractController] = "i",
+    batch: str = "shared",
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)`` and return ``y`` at the times ``t``, differentiably.
 
@@ -113,6 +119,17 @@ def odeint(
         stats: a :class:`SolveStats`, filled in place (counts accumulate).
         controller: ``"i"`` (integral, default) or ``"pi"`` (Gustafsson's PI), or a callable
             returning a fresh :class:`~physid.controllers.AbstractController`.
+        batch: ``"shared"`` (default): the solve runs over the whole tensor with one step size,
+            one error norm over every channel. ``"independent"``: the leading dimension of
+            ``y0`` is a batch of ``B`` independent systems, each solved with its own step sizes,
+            accept/reject decisions, initial step, error norm (its own RMS) and controller, as
+            if solved alone; finished samples stop while the others go on, so a sweep over seeds
+            or initial conditions costs each sample only its own steps. ``func`` then receives
+            ``t`` of shape ``(B,)`` (each sample's own time; a time-dependent ``func`` broadcasts
+            it, e.g. ``t[:, None]``) and ``y`` of shape ``(B, *shape)``, and must not mix
+            samples. ``stats.per_sample`` holds each sample's counts. A sample that fails raises
+            :class:`SolverError` naming it (``.sample``). Every built-in gradient method
+            supports it (see ``docs/engine.md``).
 
     Returns:
         ``(T, *y0.shape)``: ``out[i]`` approximates ``y(t[i])``; ``out[0]`` equals ``y0``.
@@ -121,7 +138,7 @@ def odeint(
         ConfigError: invalid arguments (unknown names, unsupported dtypes, non-monotone times,
             bad tolerances, ``func`` returning something other than a tensor of ``y0``'s shape).
         SolverError: the solve failed (max steps, step-size underflow, a non-finite state or
-            step size).
+            step size); with ``batch="independent"``, ``.sample`` is the failing sample.
     """
     if not isinstance(y0, Tensor) or not y0.is_floating_point():
         raise ConfigError("y0 must be a floating-point tensor.")
@@ -171,12 +188,21 @@ def odeint(
     else:
         raise ConfigError(f"controller must be 'i', 'pi' or a callable, got {controller!r}.")
 
+    if batch not in BATCH_MODES:
+        raise ConfigError(f"batch must be 'shared' or 'independent', got {batch!r}.")
+    if batch == "independent" and (y0.ndim == 0 or y0.shape[0] == 0):
+        raise ConfigError(
+            "batch='independent' takes the leading dimension of y0 as the batch: y0 needs at "
+            f"least one dimension and one sample, got shape {tuple(y0.shape)}."
+        )
+    independent = batch == "independent"
+
     f0: Tensor | None = None
     if params is None:
         params = list(func.parameters()) if isinstance(func, nn.Module) else []
         if not grad_method.records_graph and len(t) > 1 and torch.is_grad_enabled():
             # find what func closed over; the evaluation is reused as the solve's first
-            f0, leaves = probe(func, y0, t)
+            f0, leaves = (probe_per_sample if independent else probe)(func, y0, t)
             known = {id(p) for p in params}
             params = [*params, *(p for p in leaves if id(p) not in known)]
     ps = tuple(p for p in params if isinstance(p, Tensor))
@@ -191,4 +217,6 @@ def odeint(
         stats=stats if stats is not None else SolveStats(),
         f0=f0,
     )
+    if independent:
+        return grad_method.solve_independent(problem)
     return grad_method.solve(problem)

@@ -85,6 +85,19 @@ class AbstractGradientMethod(ABC):
     def solve(self, problem: Problem) -> Tensor:
         """The states at ``problem.t``, shape ``(T, *y0.shape)``, differentiable by this method."""
 
+    def solve_independent(self, problem: Problem) -> Tensor:
+        """As :meth:`solve` for ``batch="independent"``: each sample of ``y0``'s leading
+        dimension its own step sizes (:mod:`physid.gradients._per_sample`).
+
+        Raises:
+            ConfigError: this method has no per-sample solve (the built-in ones all do).
+        """
+        raise ConfigError(
+            f"the gradient method {getattr(self, 'name', type(self).__name__)!r} cannot solve "
+            "with batch='independent'; naive, adjoint, seminorm and aca (and any "
+            "physid.AdjointMethod) can."
+        )
+
 
 def forward_solve(problem: Problem, *, graph: bool, trace: Trace | None = None) -> Tensor:
     """The forward solve every method starts with; fills the forward counts of ``problem.stats``.

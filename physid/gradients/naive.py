@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from physid.gradients._per_sample import forward_solve_per_sample
 from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
 
 __all__ = ["NaiveMethod"]
@@ -24,3 +25,6 @@ class NaiveMethod(AbstractGradientMethod):
 
     def solve(self, problem: Problem) -> Tensor:
         return forward_solve(problem, graph=True)
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        return forward_solve_per_sample(problem, graph=True)
