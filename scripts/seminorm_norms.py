@@ -3,25 +3,29 @@
 Kidger et al. 2021 (Table 3) report 46.45 vs 26.55 (x1e4) backward NFE for Symplectic ODE-Net on
 the fully-actuated acrobot, default norm vs "seminorm". Their acrobot code
 (FasterNeuralDiffEq, ``models/symode.py``) builds the seminorm as ``make_norm(x)`` from the whole
-window batch ``x`` of shape ``(B, 8, state)``, where the method (``models/common.py``) sizes it
-from the ODE state ``(B, state)``. The norm reads two slices of the flat augmented state
-``[a_t, y, a_y, a_theta]``, each as long as the tensor it was sized from: sized from ``x`` (8x the
-state) its "y" slice covers y, a_y and the first parameter adjoints, its "a_y" slice parameter
-adjoints only, and the state's error is diluted by up to sqrt(8) -- a looser backward tolerance.
+window batch ``x`` of shape ``(B, 8, state)``, where the paper's own listing (Section 2.3) sizes
+it from the ODE state ``y0`` ``(B, state)``. The norm (``models/common.py``) reads two slices of
+the flat augmented state ``[a_t, y, a_y, a_theta]``, each as long as the tensor it was sized from:
+sized from ``x`` (8x the state) its "y" slice covers y, a_y and the first parameter adjoints, its
+"a_y" slice parameter adjoints only, and the state's error is diluted by a factor 2 to sqrt(8):
+a looser backward tolerance.
 
-For each model and batch (float64, SymODEN, windows of 8 points = 7 output intervals of 0.05 s,
-dopri5 at rtol = atol = 1e-4) this script solves forward and backward with
+For each model and batch (float64 unless ``--dtype float32``; SymODEN, windows of 8 points = 7
+output intervals of 0.05 s, dopri5 at rtol = atol = 1e-4) this script solves forward and backward
+with
 
 - ``torchdiffeq default``: ``torchdiffeq.odeint_adjoint`` with its default adjoint norm (0.2.x:
   the largest of |a_t|, RMS(y), RMS(a_y) and each parameter tensor's RMS);
-- ``torchdiffeq default, 0.1 layout``: the default of the torchdiffeq the paper ran (0.1.x, Sep
-  2020): the same, with all parameter adjoints as one RMS block;
+- ``torchdiffeq default, 0.1 layout``: the default of torchdiffeq 0.1 (the flat adjoint state
+  the paper's norm was written for): the same, with all parameter adjoints as one RMS block;
 - ``torchdiffeq seminorm``: ``adjoint_options=dict(norm="seminorm")``;
 - ``paper norm from x``: the paper's norm sized from the window batch, as in its acrobot code;
 - ``paper norm from y0``: the same norm sized from the initial state, as the method intends;
 - ``torchdiffeq default, tol x sqrt8``: the default norm at a sqrt(8) = 2.83x looser backward
   tolerance;
 - ``physid adjoint`` and ``physid seminorm`` (backward step carried across the output intervals);
+- on request (``--cases``), where the gradient's error comes from: ``torchdiffeq default,
+  backward tol 1e-10`` and ``torchdiffeq default, forward tol 1e-10``;
 
 and records forward and backward NFE per batch, the backward steps accepted and rejected (the
 solver's own decisions, from torchdiffeq's step callbacks), the steps the paper's counter
@@ -39,6 +43,7 @@ Writes ``OUT/seminorm_norms.md``, ``.json`` and ``.png``.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
@@ -85,6 +90,14 @@ CASES = (
     "physid adjoint",
     "physid seminorm",
 )
+
+EXTRA_CASES = (
+    "torchdiffeq default, backward tol 1e-10",
+    "torchdiffeq default, forward tol 1e-10",
+)
+"""Where the gradient's error comes from (``--cases``; not run by default): the default norm with
+a tight backward solve, and with a tight forward solve."""
+ALL_CASES = CASES + EXTRA_CASES
 
 
 # ---- norms ------------------------------------------------------------------------------------
@@ -174,10 +187,14 @@ class _Traced(nn.Module):
         self.times: list[float] = []
         self.accepted = 0
         self.rejected = 0
+        self.attempts: list[tuple[float, float]] = []
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         self.times.append(float(t.detach()))
         return self.field(t, x)
+
+    def callback_step_adjoint(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        self.attempts.append((float(t0), float(dt)))
 
     def callback_accept_step_adjoint(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
         self.accepted += 1
@@ -208,6 +225,7 @@ def _physid(model: nn.Module, xb: Tensor, t: Tensor, method: str, tol: float) ->
         "counter_accepted": None,
         "counter_rejected": None,
         "counter_rejected_times": None,
+        "first_step": None,
         "grad": _flat_grad(model),
     }
 
@@ -215,7 +233,13 @@ def _physid(model: nn.Module, xb: Tensor, t: Tensor, method: str, tol: float) ->
 def _torchdiffeq(model: nn.Module, xb: Tensor, t: Tensor, case: str, tol: float) -> dict[str, Any]:
     import torchdiffeq
 
-    adjoint_tol = tol * SQRT8 if case.endswith("x sqrt8") else tol
+    forward_tol, adjoint_tol = tol, tol
+    if case.endswith("x sqrt8"):
+        adjoint_tol = tol * SQRT8
+    elif case.endswith("backward tol 1e-10"):
+        adjoint_tol = 1e-10
+    elif case.endswith("forward tol 1e-10"):
+        forward_tol = 1e-10
     options: dict[str, Any] = {}
     if case == "torchdiffeq seminorm":
         options["norm"] = "seminorm"
@@ -231,8 +255,8 @@ def _torchdiffeq(model: nn.Module, xb: Tensor, t: Tensor, case: str, tol: float)
         traced,
         xb[:, 0],
         t,
-        rtol=tol,
-        atol=tol,
+        rtol=forward_tol,
+        atol=forward_tol,
         method="dopri5",
         adjoint_rtol=adjoint_tol,
         adjoint_atol=adjoint_tol,
@@ -243,6 +267,14 @@ def _torchdiffeq(model: nn.Module, xb: Tensor, t: Tensor, case: str, tol: float)
     acrobot.window_loss(pred, xb).backward()
     backward_times = traced.times[forward:]
     accepted, rejected = paper_step_count(backward_times)
+    # the first attempt of each restarted solve starts on an output time: the selected first step
+    grid = t.abs().tolist()
+    first_steps = [
+        dt
+        for k, (t0, dt) in enumerate(traced.attempts)
+        if min(abs(abs(t0) - g) for g in grid) < 1e-9
+        and (k == 0 or traced.attempts[k - 1][0] != t0)
+    ]
     return {
         "nfe_forward": forward,
         "nfe_backward": len(backward_times),
@@ -251,6 +283,7 @@ def _torchdiffeq(model: nn.Module, xb: Tensor, t: Tensor, case: str, tol: float)
         "counter_accepted": len(accepted),
         "counter_rejected": len(rejected),
         "counter_rejected_times": rejected,
+        "first_step": float(np.mean(first_steps)),
         "grad": _flat_grad(model),
     }
 
@@ -270,13 +303,13 @@ def run_case(model: nn.Module, xb: Tensor, t: Tensor, case: str, tol: float) -> 
 
 
 def _models(
-    runs: Sequence[Path], fresh_seeds: Sequence[int], fresh_preset: str
+    runs: Sequence[Path], fresh_seeds: Sequence[int], fresh_preset: str, trained: bool = True
 ) -> list[tuple[str, str, nn.Module, Path]]:
-    """``(label, kind, model, data run)``: each fitted run's best model, then the fresh ones
-    (``torch.manual_seed(seed); build_symoden(preset)``: a fit's initial model) on the first
-    run's data."""
+    """``(label, kind, model, data run)``: each fitted run's best model (unless not
+    ``trained``), then the fresh ones (``torch.manual_seed(seed); build_symoden(preset)``: a
+    fit's initial model) on the first run's data."""
     out: list[tuple[str, str, nn.Module, Path]] = []
-    for run in runs:
+    for run in runs if trained else []:
         model, _config = acrobot.load_run(run)
         out.append((run.name, "trained", model, run))
     for seed in fresh_seeds:
@@ -297,6 +330,8 @@ def measure(
     batch_size: int = 256,
     cases: Sequence[str] = CASES,
     reference_tol: float = 1e-10,
+    trained: bool = True,
+    dtype: torch.dtype = torch.float64,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """One row per model x case: per-batch means of NFE and steps, gradient error and cosine.
@@ -306,17 +341,20 @@ def measure(
         fresh_seeds: also measure freshly initialised models of ``fresh_preset``.
         tol: rtol = atol of the forward and backward solves.
         n_batches, batch_size: random training batches per model (seeded, the same for all).
-        cases: names from :data:`CASES`.
+        cases: names from :data:`ALL_CASES`.
         reference_tol: tolerance of the float64 ``aca`` reference gradient.
+        trained: measure the runs' fitted models (else the runs only supply the data).
+        dtype: of the measured solves (the reference is float64 always; ``float32`` is the
+            paper's).
     """
     if not runs:
         raise ValueError("give at least one fitted acrobot run (it supplies the data)")
-    unknown = sorted(set(cases) - set(CASES))
+    unknown = sorted(set(cases) - set(ALL_CASES))
     if unknown:
-        raise ValueError(f"unknown cases {unknown}; choose from {list(CASES)}")
+        raise ValueError(f"unknown cases {unknown}; choose from {list(ALL_CASES)}")
     rows: list[dict[str, Any]] = []
     splits_cache: dict[Path, Any] = {}
-    for label, kind, model, data_run in _models(runs, fresh_seeds, fresh_preset):
+    for label, kind, model, data_run in _models(runs, fresh_seeds, fresh_preset, trained):
         model = model.double()
         if data_run not in splits_cache:
             splits_cache[data_run] = acrobot.run_splits(data_run, dtype=torch.float64)
@@ -328,13 +366,15 @@ def measure(
             for _ in range(n_batches)
         ]
         refs = [run_case(model, xb, t, "physid aca", reference_tol)["grad"] for xb in batches]
+        work = model if dtype == torch.float64 else copy.deepcopy(model).to(dtype)
+        t_work = t.to(dtype)
         for case in cases:
             outs, secs = [], 0.0
             for xb, ref in zip(batches, refs, strict=True):
                 t0 = time.perf_counter()
-                out = run_case(model, xb, t, case, tol)
+                out = run_case(work, xb.to(dtype), t_work, case, tol)
                 secs += time.perf_counter() - t0
-                g = out.pop("grad")
+                g = out.pop("grad").double()
                 out["grad_rel_error"] = float((g - ref).norm() / ref.norm())
                 out["grad_cosine"] = float(torch.dot(g, ref) / (g.norm() * ref.norm()))
                 outs.append(out)
@@ -349,6 +389,7 @@ def measure(
                 "n_parameters": sum(p.numel() for p in model.parameters()),
                 "case": case,
                 "tol": tol,
+                "dtype": str(dtype).removeprefix("torch."),
                 "batch_size": batch_size,
                 "n_batches": n_batches,
                 "window": int(t.numel()),
@@ -359,6 +400,7 @@ def measure(
                 "counter_accepted_per_batch": mean("counter_accepted"),
                 "counter_rejected_per_batch": mean("counter_rejected"),
                 "counter_rejected_times": outs[0]["counter_rejected_times"],
+                "first_step_mean": mean("first_step"),
                 "grad_rel_error": float(np.median([o["grad_rel_error"] for o in outs])),
                 "grad_cosine": float(np.min([o["grad_cosine"] for o in outs])),
                 "seconds_per_batch": secs / len(batches),
@@ -377,7 +419,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     the worst gradient error and cosine, and the paper's totals these per-batch counts give."""
     out = []
     for kind in ("fresh", "trained"):
-        for case in CASES:
+        for case in ALL_CASES:
             sel = [r for r in rows if r["kind"] == kind and r["case"] == case]
             if not sel:
                 continue
@@ -399,6 +441,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "backward_rejected_per_batch": mean("backward_rejected_per_batch"),
                     "counter_accepted_per_batch": ca,
                     "counter_rejected_per_batch": cr,
+                    "first_step_mean": mean("first_step_mean"),
                     "grad_rel_error_max": max(r["grad_rel_error"] for r in sel),
                     "grad_rel_error_median": float(np.median([r["grad_rel_error"] for r in sel])),
                     "grad_cosine_min": min(r["grad_cosine"] for r in sel),
@@ -431,16 +474,19 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]], command:
         "",
         f"`{command}`",
         "",
-        f"SymODEN, float64, windows of {first['window']} points (7 output intervals of 0.05 s), "
+        f"SymODEN, {first['dtype']}, windows of {first['window']} points "
+        "(7 output intervals of 0.05 s), "
         f"dopri5 at rtol = atol = {first['tol']:g}, {first['n_batches']} training batches of "
         f"{first['batch_size']} per model; gradient error and cosine against `aca` at 1e-10. "
         "Per batch, mean over models (error: worst model; cosine: lowest). Steps: the solver's "
-        "own accepted / rejected backward steps; counter: what the paper's step counter reports "
-        "from the same backward pass.",
+        "own accepted / rejected backward steps; first step: the step torchdiffeq selects at the "
+        "start of each restarted interval solve (mean); counter: what the paper's step counter "
+        "reports from the same backward pass.",
         "",
-        "| models | case | fwd NFE | bwd NFE | bwd steps acc. / rej. | counter acc. / rej. | "
-        "grad rel. error | cosine | x6x79 (1e3) | counter x18 test batches (1e3) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| models | case | fwd NFE | bwd NFE | bwd steps acc. / rej. | first step (s) "
+        "| counter acc. / rej. | grad rel. error | cosine | x6x79 (1e3) "
+        "| counter x18 test batches (1e3) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(
@@ -449,6 +495,7 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]], command:
             f"| {s['nfe_backward_per_batch']:.1f} "
             f"| {_f(s['backward_accepted_per_batch'], '.2f')} / "
             f"{_f(s['backward_rejected_per_batch'], '.2f')} "
+            f"| {_f(s['first_step_mean'], '.4f')} "
             f"| {_f(s['counter_accepted_per_batch'], '.2f')} / "
             f"{_f(s['counter_rejected_per_batch'], '.2f')} "
             f"| {s['grad_rel_error_max']:.2e} | {s['grad_cosine_min']:.8f} "
@@ -489,39 +536,48 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]], command:
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
-    """Backward NFE per batch against gradient error, one point per case and model kind."""
+    """Backward NFE per batch and gradient error per case, fresh and trained models side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    markers = dict(zip(CASES, "osDv^<PX", strict=True))
-    for ax, kind in zip(axes, ("fresh", "trained"), strict=True):
-        for s in (s for s in summary if s["kind"] == kind):
-            ax.scatter(
-                s["nfe_backward_per_batch"],
-                s["grad_rel_error_max"],
-                marker=markers[s["case"]],
-                s=70,
-                label=s["case"],
-                color="tab:red" if s["case"].startswith("physid") else None,
-                alpha=0.8,
-            )
-        for floor, text in (
-            (50, "1 step / interval\n(step carried)"),
-            (56, "1 step / interval\n(restarted)"),
-        ):
-            ax.axvline(floor, color="0.6", lw=0.8, ls=":")
-            ax.text(floor, ax.get_ylim()[1] if ax.has_data() else 1, text, fontsize=7, va="top")
-        ax.set(
-            xlabel="backward NFE per batch",
-            title=f"{kind} models",
-            yscale="log",
-        )
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("gradient rel. error vs aca 1e-10 (worst model)")
-    axes[1].legend(fontsize=7, loc="upper right")
+    kinds = [k for k in ("fresh", "trained") if any(s["kind"] == k for s in summary)]
+    cases = [c for c in ALL_CASES if any(s["case"] == c for s in summary)]
+    by = {(s["kind"], s["case"]): s for s in summary}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.5 * len(cases) + 3.0), sharey=True)
+    height = 0.8 / max(len(kinds), 1)
+    y = np.arange(len(cases))
+    for i, kind in enumerate(kinds):
+        offset = (i - (len(kinds) - 1) / 2) * height
+        nfe = [
+            by[(kind, c)]["nfe_backward_per_batch"] if (kind, c) in by else np.nan for c in cases
+        ]
+        bars = axes[0].barh(y + offset, nfe, height, label=f"{kind} models")
+        axes[0].bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
+        err = [by[(kind, c)]["grad_rel_error_max"] if (kind, c) in by else np.nan for c in cases]
+        axes[1].plot(err, y + offset, "o", color=bars.patches[0].get_facecolor(), label=kind)
+    styles = (
+        (50, ":", "50: one step per interval, step carried (physid)"),
+        (56, "--", "56: one step per interval, restarted (torchdiffeq)"),
+        (98, "-.", "98: two steps per interval, restarted"),
+    )
+    for floor, ls, text in styles:
+        axes[0].axvline(floor, color="0.4", lw=0.9, ls=ls, label=text)
+    axes[0].set(xlabel="backward NFE per batch (7 intervals)", title="backward cost")
+    axes[1].set(
+        xlabel="gradient rel. error vs aca at 1e-10 (worst model)",
+        title="gradient accuracy",
+        xscale="log",
+    )
+    axes[0].set_yticks(y, cases)
+    axes[0].invert_yaxis()
+    top = max(s["nfe_backward_per_batch"] for s in summary)
+    axes[0].set_xlim(0, max(118.0, 1.15 * top))
+    for ax in axes:
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), ncol=2)
+    axes[1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -532,10 +588,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("runs", nargs="+", type=Path, help="fitted acrobot run directories")
     parser.add_argument("--fresh-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--fresh-preset", choices=["default", "paper"], default="default")
+    parser.add_argument(
+        "--fresh-only",
+        action="store_true",
+        help="measure only the fresh models (the runs supply the data)",
+    )
     parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="of the measured solves (the paper trained in float32; the reference is float64)",
+    )
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(ALL_CASES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench_results/seminorm_norms"))
     args = parser.parse_args(argv)
@@ -548,6 +615,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         n_batches=args.batches,
         batch_size=args.batch_size,
         cases=args.cases,
+        trained=not args.fresh_only,
+        dtype=getattr(torch, args.dtype),
     )
     summary = summarise(rows)
     command = "python scripts/seminorm_norms.py " + " ".join(sys.argv[1:] if argv is None else argv)
