@@ -33,9 +33,9 @@ from physid.gradients import (
     AdjointMethod,
     NaiveMethod,
 )
-from physid.odeint import GRADIENT_METHODS, SOLVER_NAMES, SUPPORTED_DTYPES, odeint
+from physid.odeint import BATCH_MODES, GRADIENT_METHODS, SOLVER_NAMES, SUPPORTED_DTYPES, odeint
 from physid.solvers import ButcherTableau
-from physid.stats import SolveStats
+from physid.stats import SampleCounts, SolveStats
 
 try:
     from importlib.metadata import version as _version
@@ -47,6 +47,7 @@ except Exception:  # pragma: no cover - not installed
 __all__ = [
     "odeint",
     "SolveStats",
+    "SampleCounts",
     "SolverError",
     "SolverStatus",
     "PhysidError",
@@ -58,6 +59,7 @@ __all__ = [
     "GRADIENT_METHODS",
     "SOLVER_NAMES",
     "SUPPORTED_DTYPES",
+    "BATCH_MODES",
     "AbstractGradientMethod",
     "NaiveMethod",
     "AdjointMethod",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import re
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -26,6 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
+from physid.device import check_device_name
 from physid.errors import ConfigError, DataError, FitInterrupted, PhysidError
 from physid.runs import RunDir, RunSummary, check_run_name
 
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 def option(
@@ -277,8 +276,7 @@ class BaseConfig(Options):
         _positive("rtol", self.rtol)
         _positive("atol", self.atol)
         _positive("time_limit", self.time_limit)
-        if not _DEVICE_RE.match(self.device.strip().lower()):
-            raise ConfigError(f"{self.device!r} is not a device; use auto, cpu, cuda or cuda:N.")
+        check_device_name(self.device)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}.")
         if self.epochs < 1:

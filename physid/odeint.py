@@ -15,6 +15,7 @@ from physid.controllers import AbstractController, ConstantController, IControll
 from physid.errors import ConfigError, SolverError, SolverStatus
 from physid.gradients import METHODS, AbstractGradientMethod, get_method
 from physid.gradients._loop import Tolerances
+from physid.gradients._per_sample import probe_per_sample
 from physid.gradients.base import Problem, captured_leaves, probe
 from physid.solvers import SOLVERS, ButcherTableau, get_tableau
 from physid.stats import SolveStats
@@ -27,6 +28,7 @@ __all__ = [
     "GRADIENT_METHODS",
     "SOLVER_NAMES",
     "SUPPORTED_DTYPES",
+    "BATCH_MODES",
 ]
 
 GRADIENT_METHODS: tuple[str, ...] = tuple(METHODS)
@@ -42,6 +44,9 @@ float16, ``7.8e-3`` for bfloat16) sits above the tolerances an adaptive solve is
 error control cannot be met, and float16's range (``6.5e4``) overflows the squared error norms of
 the step-size control (the initial step becomes NaN). Casting state and time up to float32 costs
 little next to a solve; a model may still compute in half precision inside ``func``."""
+
+BATCH_MODES: tuple[str, ...] = ("shared", "independent")
+"""The values ``batch`` accepts: one step size for the whole tensor, or one per sample."""
 
 _CONTROLLERS: dict[str, Callable[[], AbstractController]] = {"i": IController, "pi": PIController}
 
@@ -85,6 +90,7 @@ def odeint(
     stats: SolveStats | None = None,
     controller: str | Callable[[], AbstractController] = "i",
     compile: bool = False,
+    batch: str = "shared",
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)`` and return ``y`` at the times ``t``, differentiably.
 
@@ -116,6 +122,17 @@ def odeint(
         stats: a :class:`SolveStats`, filled in place (counts accumulate).
         controller: ``"i"`` (integral, default) or ``"pi"`` (Gustafsson's PI), or a callable
             returning a fresh :class:`~physid.controllers.AbstractController`.
+        batch: ``"shared"`` (default): the solve runs over the whole tensor with one step size,
+            one error norm over every channel. ``"independent"``: the leading dimension of
+            ``y0`` is a batch of ``B`` independent systems, each solved with its own step sizes,
+            accept/reject decisions, initial step, error norm (its own RMS) and controller, as
+            if solved alone; finished samples stop while the others go on, so a sweep over seeds
+            or initial conditions costs each sample only its own steps. ``func`` then receives
+            ``t`` of shape ``(B,)`` (each sample's own time; a time-dependent ``func`` broadcasts
+            it, e.g. ``t[:, None]``) and ``y`` of shape ``(B, *shape)``, and must not mix
+            samples. ``stats.per_sample`` holds each sample's counts. A sample that fails raises
+            :class:`SolverError` naming it (``.sample``). Every built-in gradient method
+            supports it (see ``docs/engine.md``).
         compile: run the compiled fast path (:mod:`physid.compiled`): each step, with ``func``
             inlined, is one compiled kernel, and so is ``aca``'s step replay. Same steps, values
             and gradients as the eager path (to round-off). The first call for a new ``func``,
@@ -131,7 +148,7 @@ def odeint(
         ConfigError: invalid arguments (unknown names, unsupported dtypes, non-monotone times,
             bad tolerances, ``func`` returning something other than a tensor of ``y0``'s shape).
         SolverError: the solve failed (max steps, step-size underflow, a non-finite state or
-            step size).
+            step size); with ``batch="independent"``, ``.sample`` is the failing sample.
     """
     if not isinstance(y0, Tensor) or not y0.is_floating_point():
         raise ConfigError("y0 must be a floating-point tensor.")
@@ -181,7 +198,20 @@ def odeint(
     else:
         raise ConfigError(f"controller must be 'i', 'pi' or a callable, got {controller!r}.")
 
-    compiled = _compiled(func, y0, t, tableau, grad_method) if compile and len(t) > 1 else None
+    if batch not in BATCH_MODES:
+        raise ConfigError(f"batch must be 'shared' or 'independent', got {batch!r}.")
+    if batch == "independent" and (y0.ndim == 0 or y0.shape[0] == 0):
+        raise ConfigError(
+            "batch='independent' takes the leading dimension of y0 as the batch: y0 needs at "
+            f"least one dimension and one sample, got shape {tuple(y0.shape)}."
+        )
+    independent = batch == "independent"
+
+    compiled = None
+    if compile and independent:
+        warn_fallback(func, "batch='independent' has no compiled form")
+    elif compile and len(t) > 1:
+        compiled = _compiled(func, y0, t, tableau, grad_method)
     f0: Tensor | None = None
     if params is None:
         params = list(func.parameters()) if isinstance(func, nn.Module) else []
@@ -195,7 +225,7 @@ def odeint(
                         params.append(leaf)
         elif not grad_method.records_graph and len(t) > 1 and torch.is_grad_enabled():
             # find what func closed over; the evaluation is reused as the solve's first
-            f0, leaves = probe(func, y0, t)
+            f0, leaves = (probe_per_sample if independent else probe)(func, y0, t)
             known = {id(p) for p in params}
             params = [*params, *(p for p in leaves if id(p) not in known)]
     if compiled is not None and not grad_method.records_graph:
@@ -224,6 +254,8 @@ def odeint(
         except CompileUnavailable as exc:
             warn_fallback(func, exc.cause)
             problem = dataclasses.replace(problem, compiled=None)
+    if independent:
+        return grad_method.solve_independent(problem)
     return grad_method.solve(problem)
 
 

@@ -997,7 +997,6 @@ class Acrobot(AbstractControlExperiment[FitConfig]):
     """The fully-actuated acrobot of the seminorm paper: Symplectic ODE-Net, then a swing-up."""
 
     name = SYSTEM
-    title = "Fully-actuated acrobot, Symplectic ODE-Net, swing-up (seminorm paper, Table 3)."
     Config = FitConfig
     Simulate = SimulateConfig
     Control = ControlConfig

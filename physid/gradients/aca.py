@@ -27,6 +27,7 @@ from torch import Tensor
 
 from physid.controllers.norms import RMSNorm
 from physid.gradients._loop import Count, Trace
+from physid.gradients._per_sample_aca import solve_aca_per_sample
 from physid.gradients.base import (
     AbstractGradientMethod,
     Problem,
@@ -199,3 +200,6 @@ class ACAMethod(AbstractGradientMethod):
 
     def solve(self, problem: Problem) -> Tensor:
         return _ACAFunction.apply(problem, problem.y0, problem.t, *problem.params)  # type: ignore[no-any-return]
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        return solve_aca_per_sample(problem)

@@ -38,6 +38,7 @@ from physid.controllers.base import AbstractController
 from physid.controllers.norms import AbstractNorm, BlockNorm, RMSNorm, SemiNorm
 from physid.errors import ConfigError
 from physid.gradients._loop import Count, GraphFreeArithmetic, integrate
+from physid.gradients._per_sample_adjoint import solve_adjoint_per_sample
 from physid.gradients.base import (
     AbstractGradientMethod,
     Problem,
@@ -244,6 +245,9 @@ class AdjointMethod(AbstractGradientMethod):
         return _AdjointFunction.apply(  # type: ignore[no-any-return]
             problem, self, problem.y0, problem.t, *problem.params
         )
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        return solve_adjoint_per_sample(problem, self)
 
     def __repr__(self) -> str:
         ctrl = getattr(self.backward_controller, "__name__", repr(self.backward_controller))

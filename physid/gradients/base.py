@@ -106,6 +106,19 @@ class AbstractGradientMethod(ABC):
 
         raise CompileUnavailable(f"the gradient method {self.name!r} has no compiled form")
 
+    def solve_independent(self, problem: Problem) -> Tensor:
+        """As :meth:`solve` for ``batch="independent"``: each sample of ``y0``'s leading
+        dimension its own step sizes (:mod:`physid.gradients._per_sample`).
+
+        Raises:
+            ConfigError: this method has no per-sample solve (the built-in ones all do).
+        """
+        raise ConfigError(
+            f"the gradient method {getattr(self, 'name', type(self).__name__)!r} cannot solve "
+            "with batch='independent'; naive, adjoint, seminorm and aca (and any "
+            "physid.AdjointMethod) can."
+        )
+
 
 def forward_solve(problem: Problem, *, graph: bool, trace: Trace | None = None) -> Tensor:
     """The forward solve every method starts with; fills the forward counts of ``problem.stats``.

@@ -14,6 +14,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from physid.gradients._per_sample import forward_solve_per_sample
 from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
 from physid.solvers.rk import GraphRKStepper
 
@@ -46,3 +47,6 @@ class NaiveMethod(AbstractGradientMethod):
         t0 = problem.t.detach()[0]
         h0 = torch.zeros((), dtype=problem.y0.dtype, device=problem.y0.device)
         arith.kernel_pair(t0, h0)
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        return forward_solve_per_sample(problem, graph=True)

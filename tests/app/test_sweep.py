@@ -426,6 +426,7 @@ def test_ray_missing_names_the_extra(tmp_path, tiny_data, monkeypatch):
         sweep.run_sweep(_grid(tiny_data), tmp_path, ray_address="auto", progress=False)
 
 
+@pytest.mark.slow  # starts a local Ray cluster
 def test_ray_sweep_equals_the_local_sweep(local_sweep, tiny_data, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'physid[ray]')")
     out_local, local = local_sweep

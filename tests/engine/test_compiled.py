@@ -276,6 +276,21 @@ def test_gradients_to_t_fall_back_with_one_warning() -> None:
     assert torch.isfinite(g_t).all()
 
 
+@pytest.mark.usefixtures("fresh")
+def test_independent_batches_fall_back_with_one_warning() -> None:
+    _, y0, t, _ = _problem()
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -y * (1.0 + y.abs())
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ys = physid.odeint(f, y0, t, batch="independent", compile=True)
+    ours = [w for w in caught if issubclass(w.category, CompileFallbackWarning)]
+    assert len(ours) == 1 and "batch='independent'" in str(ours[0].message)
+    torch.testing.assert_close(ys, physid.odeint(f, y0, t, batch="independent"), rtol=0, atol=0)
+
+
 def _decay_grad_k(k: float, y0: torch.Tensor, t: torch.Tensor) -> float:
     return float((y0.sum() * (-t) * torch.exp(-k * t)).sum())
 

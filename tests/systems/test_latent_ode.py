@@ -288,6 +288,7 @@ def fitted_run(tmp_path_factory, hopper_data) -> RunDir:
     return EXP.fit(_tiny_config(tmp_path_factory.mktemp("runs"), hopper_data, epochs=1))
 
 
+@pytest.mark.slow  # MuJoCo renders 100 frames in software; the contract test renders a hopper run
 def test_render_writes_a_video(tmp_path, fitted_run, hopper_data) -> None:
     import imageio.v3 as iio
 
@@ -326,6 +327,7 @@ def test_bad_options_are_config_errors(bad) -> None:
         hopper.FitConfig(**{"preset": "tiny", **bad})
 
 
+@pytest.mark.slow  # end to end through the CLI with a video; the contract test covers the same path
 def test_cli_simulate_fit_evaluate_render(tmp_path, hopper_data, fitted_run) -> None:
     from physid.app.cli import app
 

@@ -202,6 +202,8 @@ def test_force_law_of_newtons_coefficients_is_exact(
     assert tb.force_law(model, data)["rel_error_rms"] == pytest.approx(1.0)
 
 
+# the full 1000-point grid through the CLI; tests/systems/test_contract.py runs the same path small
+@pytest.mark.slow
 def test_cli_simulate_fit_evaluate_render(tmp_path: Path) -> None:
     runner = CliRunner()
     data_path = tmp_path / "tb.npz"
