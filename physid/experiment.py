@@ -239,6 +239,7 @@ class BaseConfig(Options):
         "time_limit",
         "runs_dir",
         "run_name",
+        "compile",
         "physid_version",
     )
     RECORD_KEYS: ClassVar[tuple[str, ...]] = ("system", "physid_version")
@@ -248,6 +249,11 @@ class BaseConfig(Options):
         "aca", help="Gradient method: naive, adjoint, seminorm or aca.", choices=_methods
     )
     solver: str = option("dopri5", help="Adaptive ODE solver.", choices=_adaptive_solvers)
+    compile: bool = option(
+        False,
+        help="Solve through the compiled fast path (docs/fast-path.md): the same steps and "
+        "numbers, faster after a one-time compile; falls back with one warning.",
+    )
     rtol: float = option(1e-6, help="Relative tolerance of the training solves.")
     atol: float = option(1e-8, help="Absolute tolerance of the training solves.")
     seed: int = option(0, help="Random seed (initialisation, batches).")
@@ -447,11 +453,13 @@ class AbstractExperiment(ABC, Generic[_C]):
 
     def training_totals(self, run: RunDir) -> dict[str, Any]:
         """``seconds``, ``nfe_forward``, ``nfe_backward`` summed over ``metrics.jsonl`` and
-        ``epochs_completed`` — the fixed training keys of a :class:`RunSummary`."""
+        ``epochs_completed`` (and ``compile_seconds``) — the fixed training keys of a
+        :class:`RunSummary`."""
         records = run.read_metrics()
-        totals = run.metric_totals("seconds", "nfe_forward", "nfe_backward")
+        totals = run.metric_totals("seconds", "compile_seconds", "nfe_forward", "nfe_backward")
         return {
             "seconds": totals["seconds"],
+            "compile_seconds": totals["compile_seconds"],
             "nfe_forward": _int_if_whole(totals["nfe_forward"]),
             "nfe_backward": _int_if_whole(totals["nfe_backward"]),
             "epochs_completed": len(records),

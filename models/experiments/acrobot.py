@@ -519,6 +519,7 @@ def _predict(
         atol=config.atol,
         stats=stats,
         controller=controller,
+        compile=config.compile,
     )
 
 

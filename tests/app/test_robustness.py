@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from physid.app.cli import app
 
-TINY = ["--rtol", "1e-4", "--atol", "1e-4", "--no-progress", "--threads", "1"]
+TINY = ["--rtol", "1e-4", "--atol", "1e-4", "--no-progress", "--threads", "1", "--no-compile"]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
