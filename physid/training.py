@@ -554,6 +554,10 @@ class _Loop:
                     )
                     if limited:
                         break
+                if self.start_epoch >= epochs and self.saved_epoch is not None:
+                    # Resumed with nothing left to train (e.g. an interrupted run asked for
+                    # fewer epochs than it had done): the run is finished, not interrupted.
+                    self.write_checkpoint("done")
             except KeyboardInterrupt:
                 # The caller says how to resume (physid.experiment raises FitInterrupted).
                 self.stopped = "interrupted"
