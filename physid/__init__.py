@@ -36,10 +36,10 @@ from physid.gradients import (
 )
 from physid.jacobian import ODEJacobian, odeint_jacobian
 from physid.lstsq import LMOptions, LMResult, LMState, levenberg_marquardt
-from physid.odeint import GRADIENT_METHODS, SOLVER_NAMES, SUPPORTED_DTYPES, odeint
+from physid.odeint import BATCH_MODES, GRADIENT_METHODS, SOLVER_NAMES, SUPPORTED_DTYPES, odeint
 from physid.shooting import ShootingResiduals
 from physid.solvers import ButcherTableau
-from physid.stats import SolveStats
+from physid.stats import SampleCounts, SolveStats
 
 try:
     from importlib.metadata import version as _version
@@ -58,6 +58,7 @@ __all__ = [
     "LMState",
     "ShootingResiduals",
     "SolveStats",
+    "SampleCounts",
     "SolverError",
     "SolverStatus",
     "PhysidError",
@@ -69,6 +70,7 @@ __all__ = [
     "GRADIENT_METHODS",
     "SOLVER_NAMES",
     "SUPPORTED_DTYPES",
+    "BATCH_MODES",
     "AbstractGradientMethod",
     "NaiveMethod",
     "AdjointMethod",

@@ -92,6 +92,7 @@ class Measurement:
     library: str
     seconds: float
     seconds_all: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = None
     nfe_forward: int = 0
     nfe_backward: int = 0
     steps_forward: int | None = None
@@ -103,16 +104,29 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def physid_candidates(methods: Sequence[str] = physid.GRADIENT_METHODS) -> list[Candidate]:
-    """physid's gradient methods."""
+def physid_candidates(
+    methods: Sequence[str] = physid.GRADIENT_METHODS, *, compile: bool = False
+) -> list[Candidate]:
+    """physid's gradient methods, eager or on the compiled fast path (``compile=True``; named
+    ``"physid <method> (compiled)"``)."""
 
     def make(method: str) -> Candidate:
         def solve(func, y0, t, rtol, atol, stats, solver="dopri5", **kw):  # type: ignore[no-untyped-def]
             return physid.odeint(
-                func, y0, t, method=method, solver=solver, rtol=rtol, atol=atol, stats=stats, **kw
+                func,
+                y0,
+                t,
+                method=method,
+                solver=solver,
+                rtol=rtol,
+                atol=atol,
+                stats=stats,
+                compile=compile,
+                **kw,
             )
 
-        return Candidate(f"physid {method}", "physid", solve, True)
+        suffix = " (compiled)" if compile else ""
+        return Candidate(f"physid {method}{suffix}", "physid", solve, True)
 
     return [make(m) for m in methods]
 
@@ -229,14 +243,15 @@ def measure(
     err = relative_error(grads, reference) if reference is not None else None
 
     # timing: one warm-up, then the median
-    times = []
+    times, cpu_times = [], []
     for i in range(repeats + 1):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         once(func)
         _sync(device)
         if i:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.thread_time() - start_cpu)
 
     peak = retained = None
     if memory:
@@ -248,6 +263,7 @@ def measure(
         library=candidate.library,
         seconds=statistics.median(times),
         seconds_all=times,
+        cpu_seconds=statistics.median(cpu_times),
         nfe_forward=nfe_f,
         nfe_backward=nfe_b,
         steps_forward=steps_f,

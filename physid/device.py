@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from physid.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "check_device_name", "resolve_device"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def check_device_name(spec: str) -> str:
+    """``spec`` normalised (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), without asking whether
+    the device exists here (a config may name a GPU for another machine).
+
+    Raises:
+        ConfigError: not a device name.
+    """
+    name = spec.strip().lower()
+    if not _DEVICE_RE.match(name):
+        raise ConfigError(f"{spec!r} is not a device; use auto, cpu, cuda or cuda:N.")
+    return name
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:

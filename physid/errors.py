@@ -68,13 +68,24 @@ class SolverError(PhysidError, RuntimeError):
         status: the :class:`SolverStatus` the solve ended with.
         t: the time reached when it failed.
         step_size: the last step size tried.
+        sample: in a solve with ``batch="independent"``, the index of the sample that failed
+            (the lowest one when several failed at once); ``None`` otherwise.
     """
 
-    def __init__(self, status: SolverStatus, message: str, *, t: float, step_size: float):
+    def __init__(
+        self,
+        status: SolverStatus,
+        message: str,
+        *,
+        t: float,
+        step_size: float,
+        sample: int | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.t = t
         self.step_size = step_size
+        self.sample = sample
 
 
 class FitInterrupted(PhysidError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import re
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -26,6 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
+from physid.device import check_device_name
 from physid.errors import ConfigError, DataError, FitInterrupted, PhysidError
 from physid.runs import RunDir, RunSummary, check_run_name
 
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 def option(
@@ -240,6 +239,7 @@ class BaseConfig(Options):
         "time_limit",
         "runs_dir",
         "run_name",
+        "compile",
         "physid_version",
     )
     RECORD_KEYS: ClassVar[tuple[str, ...]] = ("system", "physid_version")
@@ -249,6 +249,11 @@ class BaseConfig(Options):
         "aca", help="Gradient method: naive, adjoint, seminorm or aca.", choices=_methods
     )
     solver: str = option("dopri5", help="Adaptive ODE solver.", choices=_adaptive_solvers)
+    compile: bool = option(
+        False,
+        help="Solve through the compiled fast path (docs/fast-path.md): the same steps and "
+        "numbers, faster after a one-time compile; falls back with one warning.",
+    )
     rtol: float = option(1e-6, help="Relative tolerance of the training solves.")
     atol: float = option(1e-8, help="Absolute tolerance of the training solves.")
     seed: int = option(0, help="Random seed (initialisation, batches).")
@@ -277,8 +282,7 @@ class BaseConfig(Options):
         _positive("rtol", self.rtol)
         _positive("atol", self.atol)
         _positive("time_limit", self.time_limit)
-        if not _DEVICE_RE.match(self.device.strip().lower()):
-            raise ConfigError(f"{self.device!r} is not a device; use auto, cpu, cuda or cuda:N.")
+        check_device_name(self.device)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}.")
         if self.epochs < 1:
@@ -449,11 +453,13 @@ class AbstractExperiment(ABC, Generic[_C]):
 
     def training_totals(self, run: RunDir) -> dict[str, Any]:
         """``seconds``, ``nfe_forward``, ``nfe_backward`` summed over ``metrics.jsonl`` and
-        ``epochs_completed`` — the fixed training keys of a :class:`RunSummary`."""
+        ``epochs_completed`` (and ``compile_seconds``) — the fixed training keys of a
+        :class:`RunSummary`."""
         records = run.read_metrics()
-        totals = run.metric_totals("seconds", "nfe_forward", "nfe_backward")
+        totals = run.metric_totals("seconds", "compile_seconds", "nfe_forward", "nfe_backward")
         return {
             "seconds": totals["seconds"],
+            "compile_seconds": totals["compile_seconds"],
             "nfe_forward": _int_if_whole(totals["nfe_forward"]),
             "nfe_backward": _int_if_whole(totals["nfe_backward"]),
             "epochs_completed": len(records),

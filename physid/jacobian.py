@@ -96,7 +96,7 @@ def odeint_jacobian(
     if not isinstance(y0, Tensor) or not isinstance(t, Tensor):
         raise ConfigError("y0 and t must be tensors.")
     with torch.no_grad():
-        problem = _build_problem(
+        problem, _ = _build_problem(
             func,
             y0.detach(),
             t.detach(),
@@ -109,7 +109,7 @@ def odeint_jacobian(
             params=ps,
             stats=stats,
             controller=controller,
-            probe_captured=False,
+            grad_method=None,
         )
     sens = solve_sensitivities(
         problem, wrt_y0=wrt_y0, errcon=errcon, sens_atol=sens_atol, tangents=tangents

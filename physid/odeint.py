@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -9,11 +10,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from physid.compiled import CompiledSolve, CompileUnavailable, prepare, warn_fallback
 from physid.controllers import AbstractController, ConstantController, IController, PIController
 from physid.errors import ConfigError, SolverError, SolverStatus
 from physid.gradients import METHODS, AbstractGradientMethod, get_method
 from physid.gradients._loop import Tolerances
-from physid.gradients.base import Problem, probe
+from physid.gradients._per_sample import probe_per_sample
+from physid.gradients.base import Problem, captured_leaves, probe
 from physid.solvers import SOLVERS, ButcherTableau, get_tableau
 from physid.stats import SolveStats
 
@@ -25,6 +28,7 @@ __all__ = [
     "GRADIENT_METHODS",
     "SOLVER_NAMES",
     "SUPPORTED_DTYPES",
+    "BATCH_MODES",
 ]
 
 GRADIENT_METHODS: tuple[str, ...] = tuple(METHODS)
@@ -40,6 +44,9 @@ float16, ``7.8e-3`` for bfloat16) sits above the tolerances an adaptive solve is
 error control cannot be met, and float16's range (``6.5e4``) overflows the squared error norms of
 the step-size control (the initial step becomes NaN). Casting state and time up to float32 costs
 little next to a solve; a model may still compute in half precision inside ``func``."""
+
+BATCH_MODES: tuple[str, ...] = ("shared", "independent")
+"""The values ``batch`` accepts: one step size for the whole tensor, or one per sample."""
 
 _CONTROLLERS: dict[str, Callable[[], AbstractController]] = {"i": IController, "pi": PIController}
 
@@ -82,6 +89,8 @@ def odeint(
     params: Sequence[Tensor] | None = None,
     stats: SolveStats | None = None,
     controller: str | Callable[[], AbstractController] = "i",
+    compile: bool = False,
+    batch: str = "shared",
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)`` and return ``y`` at the times ``t``, differentiably.
 
@@ -116,6 +125,24 @@ def odeint(
         stats: a :class:`SolveStats`, filled in place (counts accumulate).
         controller: ``"i"`` (integral, default) or ``"pi"`` (Gustafsson's PI), or a callable
             returning a fresh :class:`~physid.controllers.AbstractController`.
+        batch: ``"shared"`` (default): the solve runs over the whole tensor with one step size,
+            one error norm over every channel. ``"independent"``: the leading dimension of
+            ``y0`` is a batch of ``B`` independent systems, each solved with its own step sizes,
+            accept/reject decisions, initial step, error norm (its own RMS) and controller, as
+            if solved alone; finished samples stop while the others go on, so a sweep over seeds
+            or initial conditions costs each sample only its own steps. ``func`` then receives
+            ``t`` of shape ``(B,)`` (each sample's own time; a time-dependent ``func`` broadcasts
+            it, e.g. ``t[:, None]``) and ``y`` of shape ``(B, *shape)``, and must not mix
+            samples. ``stats.per_sample`` holds each sample's counts. A sample that fails raises
+            :class:`SolverError` naming it (``.sample``). Every built-in gradient method
+            supports it (see ``docs/engine.md``).
+        compile: run the compiled fast path (:mod:`physid.compiled`): each step, with ``func``
+            inlined, is one compiled kernel, and so is ``aca``'s step replay. Same steps, values
+            and gradients as the eager path (to round-off). The first call for a new ``func``,
+            shape or solver compiles (seconds to tens of seconds; Inductor's on-disk cache makes
+            later processes fast); later calls reuse the kernels. Falls back to the eager path
+            with one :class:`~physid.compiled.CompileFallbackWarning` naming the cause when
+            something cannot be compiled. See ``docs/fast-path.md``.
 
     Returns:
         ``(T, *y0.shape)``: ``out[i]`` approximates ``y(t[i])``; ``out[0]`` equals ``y0``.
@@ -124,10 +151,10 @@ def odeint(
         ConfigError: invalid arguments (unknown names, unsupported dtypes, non-monotone times,
             bad tolerances, ``func`` returning something other than a tensor of ``y0``'s shape).
         SolverError: the solve failed (max steps, step-size underflow, a non-finite state or
-            step size).
+            step size); with ``batch="independent"``, ``.sample`` is the failing sample.
     """
     grad_method = get_method(method)
-    problem = _build_problem(
+    problem, independent = _build_problem(
         func,
         y0,
         t,
@@ -140,8 +167,23 @@ def odeint(
         params=params,
         stats=stats,
         controller=controller,
-        probe_captured=not grad_method.records_graph,
+        grad_method=grad_method,
+        compile=compile,
+        batch=batch,
     )
+    if problem.compiled is not None:
+        need_grad = torch.is_grad_enabled() and (
+            y0.requires_grad or any(p.requires_grad for p in problem.params)
+        )
+        try:
+            if need_grad and t.requires_grad:
+                raise CompileUnavailable("gradients with respect to t have no compiled form")
+            grad_method.prepare_compiled(problem, need_grad)
+        except CompileUnavailable as exc:
+            warn_fallback(func, exc.cause)
+            problem = dataclasses.replace(problem, compiled=None)
+    if independent:
+        return grad_method.solve_independent(problem)
     return grad_method.solve(problem)
 
 
@@ -159,14 +201,21 @@ def _build_problem(
     params: Sequence[Tensor] | None,
     stats: SolveStats | None,
     controller: str | Callable[[], AbstractController],
-    probe_captured: bool,
-) -> Problem:
+    grad_method: AbstractGradientMethod | None,
+    compile: bool = False,
+    batch: str = "shared",
+) -> tuple[Problem, bool]:
     """Validate the arguments of :func:`odeint` (and :func:`physid.odeint_jacobian`) into a
     :class:`~physid.gradients.base.Problem`.
 
     Args:
-        probe_captured: with ``params=None``, evaluate ``func`` once to find the tensors a closure
-            captured (a method that records the graph does not need them listed).
+        grad_method: the method that will differentiate the solve; with ``params=None`` and a
+            method that does not record the graph, ``func`` is evaluated once to find the
+            tensors a closure captured. ``None``: no search (the caller lists ``params``).
+
+    Returns:
+        The problem (``compiled`` set when the compiled pieces were prepared) and whether the
+        batch is ``"independent"``.
 
     Raises:
         ConfigError: see :func:`odeint`.
@@ -218,16 +267,41 @@ def _build_problem(
     else:
         raise ConfigError(f"controller must be 'i', 'pi' or a callable, got {controller!r}.")
 
+    if batch not in BATCH_MODES:
+        raise ConfigError(f"batch must be 'shared' or 'independent', got {batch!r}.")
+    if batch == "independent" and (y0.ndim == 0 or y0.shape[0] == 0):
+        raise ConfigError(
+            "batch='independent' takes the leading dimension of y0 as the batch: y0 needs at "
+            f"least one dimension and one sample, got shape {tuple(y0.shape)}."
+        )
+    independent = batch == "independent"
+
+    compiled = None
+    if compile and independent:
+        warn_fallback(func, "batch='independent' has no compiled form")
+    elif compile and len(t) > 1:
+        compiled = _compiled(func, y0, t, tableau)
+    probe_captured = grad_method is not None and not grad_method.records_graph
     f0: Tensor | None = None
     if params is None:
         params = list(func.parameters()) if isinstance(func, nn.Module) else []
-        if probe_captured and len(t) > 1 and torch.is_grad_enabled():
+        if compiled is not None and probe_captured:
+            # the capture saw every tensor func reads: their leaves are what it closed over
+            known = {id(p) for p in params}
+            for x in compiled.cap.originals:
+                for leaf in captured_leaves(x):
+                    if id(leaf) not in known:
+                        known.add(id(leaf))
+                        params.append(leaf)
+        elif probe_captured and len(t) > 1 and torch.is_grad_enabled():
             # find what func closed over; the evaluation is reused as the solve's first
-            f0, leaves = probe(func, y0, t)
+            f0, leaves = (probe_per_sample if independent else probe)(func, y0, t)
             known = {id(p) for p in params}
             params = [*params, *(p for p in leaves if id(p) not in known)]
+    if compiled is not None and probe_captured:
+        f0 = compiled.cap.f0
     ps = tuple(p for p in params if isinstance(p, Tensor))
-    return Problem(
+    problem = Problem(
         func=func,
         y0=y0,
         t=t,
@@ -237,4 +311,20 @@ def _build_problem(
         params=ps,
         stats=stats if stats is not None else SolveStats(),
         f0=f0,
+        compiled=compiled,
     )
+    return problem, independent
+
+
+def _compiled(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor,
+    tableau: ButcherTableau,
+) -> CompiledSolve | None:
+    """The compiled pieces of a solve, or ``None`` after one warning naming the cause."""
+    try:
+        return prepare(func, y0, t, tableau)
+    except CompileUnavailable as exc:
+        warn_fallback(func, exc.cause)
+        return None

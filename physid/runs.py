@@ -79,6 +79,7 @@ SUMMARY_KEYS = (
     "test_mse",
     "train_mse",
     "seconds",
+    "compile_seconds",
     "nfe_forward",
     "nfe_backward",
     "epochs_completed",
@@ -101,6 +102,8 @@ class RunSummary:
         test_mse: the system's headline test error (its definition is in the system's docs).
         train_mse: the training error of the model that was kept.
         seconds: wall-clock seconds of the training epochs, summed (resumed epochs included).
+        compile_seconds: of those, seconds spent compiling the fast path (``--compile``; 0
+            when it is off or every kernel came from the on-disk cache's earlier compiles).
         nfe_forward, nfe_backward: function evaluations of the training solves, summed over
             every epoch and batch.
         epochs_completed: epochs finished, before a resume included.
@@ -116,6 +119,7 @@ class RunSummary:
     test_mse: float | None = None
     train_mse: float | None = None
     seconds: float = 0.0
+    compile_seconds: float = 0.0
     nfe_forward: float = 0
     nfe_backward: float = 0
     epochs_completed: int = 0

@@ -5,8 +5,9 @@ epoch (its optimisation steps, and any validation) and returns a mapping of numb
 does everything around it:
 
 - ``config.json`` (the resolved options) is written atomically at the start;
-- ``metrics.jsonl`` gets one line per finished epoch: ``epoch``, ``seconds``, ``lr`` (of the
-  first parameter group when the epoch started) and whatever ``epoch_fn`` returned;
+- ``metrics.jsonl`` gets one line per finished epoch: ``epoch``, ``seconds``,
+  ``compile_seconds`` (of those, compiling the fast path), ``lr`` (of the first parameter group
+  when the epoch started) and whatever ``epoch_fn`` returned;
 - ``model.pt`` holds ``"best"`` (the model with the best ``select_metric`` so far) and
   ``"last"`` (model, optimiser and scheduler states, RNG states, the epoch), rewritten
   atomically after every epoch;
@@ -495,9 +496,11 @@ class _Loop:
             try:
                 while epoch < epochs:
                     lr_start = _lr(self.optimizer)
+                    compiled0 = _compile_seconds()
                     t0 = time.perf_counter()
                     metrics, failure = self._one_epoch(epoch_fn, epoch)
                     seconds = time.perf_counter() - t0
+                    compile_seconds = _compile_seconds() - compiled0
                     if failure is not None:
                         self.nan_events += 1
                         consecutive_nan += 1
@@ -525,7 +528,12 @@ class _Loop:
                             self.scheduler.step(value)
                         else:
                             self.scheduler.step()
-                    record: dict[str, Any] = {"epoch": epoch, "seconds": seconds, "lr": lr_start}
+                    record: dict[str, Any] = {
+                        "epoch": epoch,
+                        "seconds": seconds,
+                        "compile_seconds": compile_seconds,
+                        "lr": lr_start,
+                    }
                     record.update({k: v for k, v in metrics.items() if k != "epoch"})
                     self.history.append(record)
                     self.run.append_metrics(record)
@@ -546,6 +554,10 @@ class _Loop:
                     )
                     if limited:
                         break
+                if self.start_epoch >= epochs and self.saved_epoch is not None:
+                    # Resumed with nothing left to train (e.g. an interrupted run asked for
+                    # fewer epochs than it had done): the run is finished, not interrupted.
+                    self.write_checkpoint("done")
             except KeyboardInterrupt:
                 # The caller says how to resume (physid.experiment raises FitInterrupted).
                 self.stopped = "interrupted"
@@ -593,6 +605,13 @@ class _Loop:
             seconds=time.perf_counter() - self.t_start,
             history=self.history,
         )
+
+
+def _compile_seconds() -> float:
+    """Seconds the compiled fast path has spent compiling in this process so far."""
+    from physid.compiled import compile_stats
+
+    return float(compile_stats().seconds)
 
 
 def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:

@@ -16,7 +16,9 @@ can save anything.
 
     python scripts/seminorm_vs_tolerance.py runs/seminorm/acrobot-symoden-adjoint-0
 
-Writes ``OUT/seminorm_vs_tol.md``, ``.json`` and ``.png``.
+Writes ``OUT/seminorm_vs_tol.md``, ``.json`` and ``.png``. The norm the seminorm paper's acrobot
+code actually used (sized from the window batch, not the state), and what it does to the backward
+NFE at the paper's tolerance: ``scripts/seminorm_norms.py``.
 """
 
 from __future__ import annotations

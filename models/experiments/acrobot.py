@@ -519,6 +519,7 @@ def _predict(
         atol=config.atol,
         stats=stats,
         controller=controller,
+        compile=config.compile,
     )
 
 
@@ -997,7 +998,6 @@ class Acrobot(AbstractControlExperiment[FitConfig]):
     """The fully-actuated acrobot of the seminorm paper: Symplectic ODE-Net, then a swing-up."""
 
     name = SYSTEM
-    title = "Fully-actuated acrobot, Symplectic ODE-Net, swing-up (seminorm paper, Table 3)."
     Config = FitConfig
     Simulate = SimulateConfig
     Control = ControlConfig

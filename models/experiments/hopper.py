@@ -321,6 +321,7 @@ def _decode_kwargs(cfg: FitConfig, stats: Any) -> dict[str, Any]:
         "rtol": cfg.rtol,
         "atol": cfg.atol,
         "stats": stats,
+        "compile": cfg.compile,
     }
 
 

@@ -13,7 +13,6 @@ its checkpoint. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
-import re
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -238,14 +237,14 @@ def _root(
 
 # ---- reusable options -------------------------------------------------------------------------
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
-
 
 def _check_device(value: str) -> str:
-    v = value.strip().lower()
-    if not _DEVICE_RE.match(v):
-        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N.")
-    return v
+    from physid.device import check_device_name
+
+    try:
+        return check_device_name(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 DeviceOption = Annotated[

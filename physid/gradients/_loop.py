@@ -171,6 +171,36 @@ class Arithmetic(ABC, Generic[S]):
     def scale(self, h: S, factor: Scalar) -> S:
         """``h * factor``."""
 
+    def finish(self) -> None:
+        """Complete work deferred during the solve (the compiled path forms its dense outputs
+        here, all at once); called once, before the outputs are read."""
+
+    def attempt(
+        self,
+        func: Func,
+        t: S,
+        h: S,
+        y: Tensor,
+        abs_y: Tensor,
+        f0: Tensor,
+        tol: Tolerances,
+        norm: AbstractNorm,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """One step attempt and its error ratio: ``(y1, abs_y1, ratio, f1)``.
+
+        ``ratio = norm(err / (atol + rtol * max(|y|, |y1|))) * |h|`` (0-d; at most 1 accepts),
+        ``None`` for a method without an error estimate (then ``abs_y1`` is ``y1``). ``abs_y``
+        is ``|y|`` from the previous accepted step. An arithmetic may compute the ratio inside
+        its step (the compiled path does, in the step's kernel); this one takes the step and
+        forms the ratio from its error estimate.
+        """
+        y1, err, f1 = self.step(func, t, h, y, f0)
+        if err is None:
+            return y1, y1, None, f1
+        abs_y1 = torch.abs(y1)
+        scale = tol.atol + tol.rtol * torch.maximum(abs_y, abs_y1)
+        return y1, abs_y1, norm(err / scale) * self.magnitude(h), f1
+
 
 class GraphFreeArithmetic(Arithmetic[float]):
     """Python-float time and step size over the lean :class:`RKStepper` (no autograd graph).
@@ -379,17 +409,13 @@ def integrate(
         if attempts >= tol.max_steps:
             raise _fail(SolverStatus.MAX_STEPS_REACHED, tf, hf, tol, f"{tol.max_steps} steps taken")
         attempts += 1
-        y1, err, f1 = arith.step(func, t, h_try, y, f0)
+        y1, abs_y1, ratio, f1 = arith.attempt(func, t, h_try, y, abs_y, f0, tol, norm)
         count.nfe += stepper.nfe_per_step
 
         factor: Scalar
-        if err is None:
+        if ratio is None:
             accept, factor = True, 1.0
-            abs_y1 = y1
         else:
-            abs_y1 = torch.abs(y1)
-            scale = tol.atol + tol.rtol * torch.maximum(abs_y, abs_y1)
-            ratio = norm(err / scale) * arith.magnitude(h_try)
             r = float(ratio.detach())
             nonfinite = not math.isfinite(r)
             if nonfinite:  # reject and shrink before it can become a failure
@@ -455,6 +481,7 @@ def integrate(
                 else f"the step size fell below the resolution of t ({stepper.time_dtype})"
             )
             raise _fail(status, tf, hf, tol, detail)
+    arith.finish()
     if not adaptive and not bool(torch.isfinite(outputs[-1]).all()):
         bad = next(i for i, o in enumerate(outputs) if not bool(torch.isfinite(o).all()))
         raise _fail(SolverStatus.NON_FINITE, tf_all[bad], hf, tol, "the state became non-finite")

@@ -19,13 +19,15 @@ at ``t_N``, and interior output times enter through the interpolant.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from physid.controllers.norms import RMSNorm
 from physid.gradients._loop import Count, Trace
+from physid.gradients._per_sample_aca import solve_aca_per_sample
 from physid.gradients.base import (
     AbstractGradientMethod,
     Problem,
@@ -33,6 +35,9 @@ from physid.gradients.base import (
     freed_graph_error,
 )
 from physid.solvers.rk import GraphRKStepper
+
+if TYPE_CHECKING:
+    from physid.compiled import CompiledSolve
 
 __all__ = ["ACAMethod"]
 
@@ -44,6 +49,7 @@ class _ACAFunction(torch.autograd.Function):
         ys = forward_solve(problem, graph=False, trace=trace)
         ctx.problem = problem
         ctx.trace = trace
+        ctx.y_end = ys[-1].detach().reshape(-1)
         ctx.save_for_backward(t, *params)
         return ys
 
@@ -54,6 +60,9 @@ class _ACAFunction(torch.autograd.Function):
         t, *params = ctx.saved_tensors
         need_y0, need_t = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         need_p = [bool(x) for x in ctx.needs_input_grad[3:]]
+        cs = problem.compiled
+        if cs is not None and cs.backward is not None:
+            return _compiled_backward(ctx, cs, problem, trace, grad_ys, params, need_y0, need_p)
         func = problem.func
         y0 = problem.y0
         stepper = GraphRKStepper(problem.tableau, y0, problem.time_dtype)
@@ -151,10 +160,46 @@ class _ACAFunction(torch.autograd.Function):
         return (None, grad_y0, acc_t, *grad_params)
 
 
+def _compiled_backward(
+    ctx: Any,
+    cs: CompiledSolve,
+    problem: Problem,
+    trace: Trace,
+    grad_ys: Tensor,
+    params: list[Tensor],
+    need_y0: bool,
+    need_p: list[bool],
+) -> tuple[Tensor | None, ...]:
+    """The backward pass on the fast path (:class:`physid.compiled.aca.AcaBackward`)."""
+    backward = cs.backward
+    g = grad_ys.reshape(grad_ys.shape[0], -1)
+    a0, acc, nfe = backward(trace, ctx.y_end, g)
+    grads = cs.param_grads(backward.grad_idx, acc, params)
+    st = problem.stats
+    st.nfe_backward += nfe
+    st.backward_steps_accepted += len(trace.ts)
+    grad_params = [gr if need else None for gr, need in zip(grads, need_p, strict=True)]
+    grad_y0 = a0.view(problem.y0.shape) if need_y0 else None
+    return (None, grad_y0, None, *grad_params)
+
+
 class ACAMethod(AbstractGradientMethod):
     """Adaptive checkpoint adjoint: exact discrete gradients at ``O(N_f + N_t)`` memory."""
 
     name = "aca"
 
+    def prepare_compiled(self, problem: Problem, need_grad: bool) -> None:
+        from physid.compiled.aca import AcaBackward
+
+        cs = problem.compiled
+        if cs is None:
+            return
+        cs.arithmetic([0.0], problem.tol, RMSNorm())
+        if need_grad:
+            cs.backward = AcaBackward(cs, cs.needs_grad())
+
     def solve(self, problem: Problem) -> Tensor:
         return _ACAFunction.apply(problem, problem.y0, problem.t, *problem.params)  # type: ignore[no-any-return]
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        return solve_aca_per_sample(problem)

@@ -35,9 +35,10 @@ import torch
 from torch import Tensor
 
 from physid.controllers.base import AbstractController
-from physid.controllers.norms import AbstractNorm, BlockNorm, SemiNorm
+from physid.controllers.norms import AbstractNorm, BlockNorm, RMSNorm, SemiNorm
 from physid.errors import ConfigError
 from physid.gradients._loop import Count, GraphFreeArithmetic, integrate
+from physid.gradients._per_sample_adjoint import solve_adjoint_per_sample
 from physid.gradients.base import (
     AbstractGradientMethod,
     Problem,
@@ -110,6 +111,10 @@ class _AdjointFunction(torch.autograd.Function):
         make_controller = method.backward_make_controller(problem)
         count = Count()
         stepper = RKStepper(problem.tableau, z, problem.time_dtype)
+        cs = problem.compiled
+        fast = cs.backward if cs is not None else None
+        if fast is not None and not fast.matches(sizes):
+            fast = None  # another set of parameters than prepared: eager
         first_step = problem.tol.first_step
         with torch.no_grad():
             for i in range(len(tf) - 1, 0, -1):
@@ -121,7 +126,9 @@ class _AdjointFunction(torch.autograd.Function):
                 outs, h_next = integrate(
                     aug_f,
                     z,
-                    GraphFreeArithmetic(stepper, [tf[i], tf[i - 1]]),
+                    fast.arithmetic([tf[i], tf[i - 1]])
+                    if fast is not None
+                    else GraphFreeArithmetic(stepper, [tf[i], tf[i - 1]]),
                     make_controller(),
                     norm,
                     tol_i,
@@ -215,6 +222,19 @@ class AdjointMethod(AbstractGradientMethod):
         self.name = name
         self._norm_repr = getattr(backward_norm, "__name__", repr(backward_norm))
 
+    def prepare_compiled(self, problem: Problem, need_grad: bool) -> None:
+        from physid.compiled.adjoint import AdjointBackward
+
+        cs = problem.compiled
+        if cs is None:
+            return
+        cs.arithmetic([0.0], problem.tol, RMSNorm())
+        if need_grad:
+            gp = [p for p in problem.params if p.requires_grad]
+            n = problem.y0.numel()
+            norm = self.backward_norm(n, sum(p.numel() for p in gp))
+            cs.backward = AdjointBackward(cs, gp, norm, problem.tol)
+
     def backward_make_controller(self, problem: Problem) -> Callable[[], AbstractController]:
         """What makes the controllers of ``problem``'s backward solve."""
         if self.backward_controller is None or problem.tol.step_size is not None:
@@ -225,6 +245,9 @@ class AdjointMethod(AbstractGradientMethod):
         return _AdjointFunction.apply(  # type: ignore[no-any-return]
             problem, self, problem.y0, problem.t, *problem.params
         )
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        return solve_adjoint_per_sample(problem, self)
 
     def __repr__(self) -> str:
         ctrl = getattr(self.backward_controller, "__name__", repr(self.backward_controller))

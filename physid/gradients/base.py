@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,6 +25,9 @@ from physid.gradients._loop import (
 from physid.solvers.rk import Func, GraphRKStepper, RKStepper, check_derivative
 from physid.solvers.tableau import ButcherTableau
 from physid.stats import SolveStats
+
+if TYPE_CHECKING:
+    from physid.compiled import CompiledSolve
 
 __all__ = [
     "Problem",
@@ -50,6 +54,8 @@ class Problem:
         stats: filled in place.
         f0: ``func(t[0], y0)`` flat and detached when :func:`probe` evaluated it already (the
             forward solve then reuses it as its first evaluation), else ``None``.
+        compiled: the compiled pieces when the solve runs on the fast path
+            (``odeint(compile=True)`` and everything compiled), else ``None``.
     """
 
     func: Func
@@ -61,6 +67,7 @@ class Problem:
     params: tuple[Tensor, ...]
     stats: SolveStats
     f0: Tensor | None = None
+    compiled: CompiledSolve | None = None
 
     @property
     def time_dtype(self) -> torch.dtype:
@@ -85,6 +92,34 @@ class AbstractGradientMethod(ABC):
     def solve(self, problem: Problem) -> Tensor:
         """The states at ``problem.t``, shape ``(T, *y0.shape)``, differentiable by this method."""
 
+    def prepare_compiled(self, problem: Problem, need_grad: bool) -> None:
+        """Build the compiled pieces this method needs for ``problem`` (``problem.compiled`` is
+        set), before anything runs, so that a failure falls back to the eager path cleanly.
+
+        Args:
+            need_grad: whether a backward pass may follow.
+
+        Raises:
+            CompileUnavailable: the method has no compiled form or a piece failed to build.
+        """
+        from physid.compiled import CompileUnavailable
+
+        raise CompileUnavailable(f"the gradient method {self.name!r} has no compiled form")
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        """As :meth:`solve` for ``batch="independent"``: each sample of ``y0``'s leading
+        dimension its own step sizes (:mod:`physid.gradients._per_sample`).
+
+        Raises:
+            ConfigError: this method has no per-sample solve (every built-in one but ``forward``
+                has).
+        """
+        raise ConfigError(
+            f"the gradient method {getattr(self, 'name', type(self).__name__)!r} cannot solve "
+            "with batch='independent'; naive, adjoint, seminorm and aca (and any "
+            "physid.AdjointMethod) can."
+        )
+
 
 def forward_solve(problem: Problem, *, graph: bool, trace: Trace | None = None) -> Tensor:
     """The forward solve every method starts with; fills the forward counts of ``problem.stats``.
@@ -103,7 +138,13 @@ def forward_solve(problem: Problem, *, graph: bool, trace: Trace | None = None) 
     if graph:
         stepper = GraphRKStepper(problem.tableau, y0, problem.time_dtype)
         arith = InGraphArithmetic(stepper, problem.t)
+        if problem.compiled is not None:
+            arith = problem.compiled.graph_arithmetic(stepper, problem.t)
         outs, _ = integrate(problem.func, y0.reshape(-1), arith, *args)
+    elif problem.compiled is not None:
+        times = problem.t.detach().tolist()
+        fast = problem.compiled.arithmetic(times, problem.tol, args[1])
+        outs, _ = integrate(problem.func, y0.reshape(-1), fast, *args, f0=problem.f0)
     else:
         lean = RKStepper(problem.tableau, y0, problem.time_dtype)
         free = GraphFreeArithmetic(lean, problem.t.detach().tolist())

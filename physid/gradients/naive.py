@@ -9,9 +9,14 @@ exists: memory grows with every trial and the graph is deep. Prefer ``aca``.
 
 from __future__ import annotations
 
+import dataclasses
+
+import torch
 from torch import Tensor
 
+from physid.gradients._per_sample import forward_solve_per_sample
 from physid.gradients.base import AbstractGradientMethod, Problem, forward_solve
+from physid.solvers.rk import GraphRKStepper
 
 __all__ = ["NaiveMethod"]
 
@@ -23,4 +28,25 @@ class NaiveMethod(AbstractGradientMethod):
     records_graph = True
 
     def solve(self, problem: Problem) -> Tensor:
-        return forward_solve(problem, graph=True)
+        if problem.compiled is None:
+            return forward_solve(problem, graph=True)
+        from physid.compiled import CompileUnavailable, warn_fallback
+
+        try:
+            return forward_solve(problem, graph=True)
+        except CompileUnavailable as exc:  # a kernel variant built mid-solve failed
+            warn_fallback(problem.func, exc.cause)
+            return forward_solve(dataclasses.replace(problem, compiled=None), graph=True)
+
+    def prepare_compiled(self, problem: Problem, need_grad: bool) -> None:
+        cs = problem.compiled
+        if cs is None:
+            return
+        stepper = GraphRKStepper(problem.tableau, problem.y0, problem.time_dtype)
+        arith = cs.graph_arithmetic(stepper, problem.t)
+        t0 = problem.t.detach()[0]
+        h0 = torch.zeros((), dtype=problem.y0.dtype, device=problem.y0.device)
+        arith.kernel_pair(t0, h0)
+
+    def solve_independent(self, problem: Problem) -> Tensor:
+        return forward_solve_per_sample(problem, graph=True)

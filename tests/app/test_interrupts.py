@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-FIT = ["fit", "three-body", "--rtol", "1e-5", "--atol", "1e-5", "--no-progress", "--no-plots"]
+FIT = [
+    "fit",
+    "three-body",
+    "--rtol",
+    "1e-5",
+    "--atol",
+    "1e-5",
+    "--no-progress",
+    "--no-plots",
+    "--no-compile",
+]
 
 
 def _physid(args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -89,7 +99,16 @@ def test_an_interrupted_fit_exits_130_and_resumes_to_the_same_numbers(
 
 def test_an_interrupt_before_the_first_epoch_keeps_nothing(data: Path, tmp_path: Path) -> None:
     # the full 1000-point grid at a tight tolerance: epoch 0 takes long enough to interrupt
-    args = ["fit", "three-body", "--epochs", "3", "--no-progress", "--runs-dir", "runs"]
+    args = [
+        "fit",
+        "three-body",
+        "--epochs",
+        "3",
+        "--no-progress",
+        "--no-compile",
+        "--runs-dir",
+        "runs",
+    ]
     proc = _physid(args, tmp_path)
     run = tmp_path / "runs" / "three-body-ode-aca-0"
     _wait_for(lambda: (run / "config.json").exists(), proc)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from physid.app.cli import app
 
-TINY = ["--rtol", "1e-4", "--atol", "1e-4", "--no-progress", "--threads", "1"]
+TINY = ["--rtol", "1e-4", "--atol", "1e-4", "--no-progress", "--threads", "1", "--no-compile"]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -259,3 +259,46 @@ def test_a_sweep_never_writes_to_a_root(out: str, tmp_path: Path) -> None:
     for args in (["--out", str(grid)], ["--out", "/"], ["--out", "/", "--dry-run"]):
         line = _fails_in_one_line(["sweep", "run", str(plain), *args])
         assert "root" in line or "is a file" in line
+
+
+def test_every_command_rejects_hostile_input(workspace: Path, run: Path, tmp_path: Path) -> None:
+    """One table over every command: missing, empty, truncated and wrong-type files, unwritable
+    targets, unknown names — one sentence, exit code 1, nothing written."""
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    blob = (workspace / "tb.npz").read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(blob[: len(blob) // 3])
+    text = tmp_path / "grid.toml"
+    text.write_text("this is = = not toml")
+    emptygrid = tmp_path / "empty.toml"
+    emptygrid.write_text("")
+    before = _snapshot(workspace)
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        ["simulate", "hopper", "--n-trajectories", "1"],
+        ["simulate", "acrobot", "--n-per-control", "0"],
+        ["fit", "hopper", "--observed", "2"],
+        ["fit", "acrobot", "--preset", "huge"],
+        ["fit", "three-body", "--data", str(empty), "--runs-dir", str(tmp_path / "r")],
+        ["fit", "three-body", "--data", str(truncated), "--runs-dir", str(tmp_path / "r")],
+        ["fit", "acrobot", "--data", str(workspace / "tb.npz"), "--runs-dir", str(tmp_path / "r")],
+        ["render", str(empty)],
+        ["render", str(truncated)],
+        ["evaluate", str(workspace / "tb.npz")],
+        ["control", "acrobot", "--run", "/no/such/run"],
+        ["control", "acrobot", "--run", str(run)],
+        ["control", "acrobot", "--oracle", "--out", "/proc/ctrl", "--steps", "2", "--no-video"],
+        ["control", "three-body"],
+        ["sweep", "run", str(tmp_path / "missing.toml")],
+        ["sweep", "run", str(text)],
+        ["sweep", "run", str(emptygrid)],
+        ["sweep", "aggregate", str(tmp_path / "missing")],
+        ["report", str(tmp_path / "missing")],
+        ["report", str(workspace / "runs"), "-o", "/proc/x.html"],
+        ["bench", "gradients", "-p", "nonsense", "-o", str(tmp_path / "b")],
+    ]
+    for args in cases:
+        _fails_in_one_line(args)
+    assert _snapshot(workspace) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing

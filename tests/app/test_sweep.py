@@ -39,7 +39,15 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _options(data: Path, **extra) -> dict:
-    return {"epochs": 1, "rtol": 1e-5, "atol": 1e-5, "data": str(data), "plots": False, **extra}
+    return {
+        "epochs": 1,
+        "rtol": 1e-5,
+        "atol": 1e-5,
+        "data": str(data),
+        "plots": False,
+        "compile": False,
+        **extra,
+    }
 
 
 def _grid(data: Path, methods=("aca", "naive"), **axes) -> sweep.Grid:

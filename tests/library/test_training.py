@@ -256,3 +256,17 @@ def test_progress_bar_with_captured_streams(tmp_path: Path, capsys) -> None:
     # train() records the interruption; saying how to resume is its caller's (the experiment)
     assert load_checkpoint(tmp_path)["stopped"] == "interrupted"
     capsys.readouterr()
+
+
+def test_resuming_with_no_epochs_left_marks_the_run_done(tmp_path: Path) -> None:
+    """An interrupted run resumed with as many epochs as it had finished (or fewer) trains
+    nothing and is then finished: its checkpoint no longer says interrupted."""
+    x, y, model, opt = _problem()
+    part = _train(model, _epoch_fn(x, y, model, opt, interrupt_at=3), opt, tmp_path, epochs=6)
+    assert part.interrupted and load_checkpoint(tmp_path)["stopped"] == "interrupted"
+    before = [p.detach().clone() for p in model.parameters()]
+    res = _train(model, _epoch_fn(x, y, model, opt), opt, tmp_path, epochs=2)
+    assert not res.interrupted and res.resumed_from == 3 and res.epochs_completed == 3
+    assert load_checkpoint(tmp_path)["stopped"] == "done"
+    for a, b in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, b)

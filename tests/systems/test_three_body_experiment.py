@@ -19,7 +19,7 @@ from physid.runs import RunDir
 
 # Coarse tolerances keep each epoch well under a second for aca and naive.
 EXP = tb.ThreeBody()
-TINY = {"rtol": 1e-5, "atol": 1e-5, "progress": False, "threads": 1}
+TINY = {"rtol": 1e-5, "atol": 1e-5, "progress": False, "threads": 1, "compile": False}
 
 
 @pytest.fixture(scope="module")
