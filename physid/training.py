@@ -54,6 +54,7 @@ __all__ = [
     "train",
     "load_checkpoint",
     "load_model_state",
+    "train_least_squares",
 ]
 
 CHECKPOINT_FORMAT = "physid.training/1"
@@ -625,3 +626,230 @@ def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -
     last = getattr(scheduler, "_last_lr", None)
     if isinstance(last, list):
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+# ---- least squares ------------------------------------------------------------------------------
+
+
+def train_least_squares(
+    model: nn.Module,
+    fun: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    x0: torch.Tensor,
+    *,
+    set_params: Callable[[torch.Tensor], None],
+    run_dir: str | Path | RunDir,
+    config: Mapping[str, Any] | None = None,
+    lower: torch.Tensor | Sequence[float] | float | None = None,
+    options: Any = None,
+    record_fn: Callable[[Any], Mapping[str, Any]] | None = None,
+    resume: bool = True,
+    resume_ignore: Collection[str] = _RESUME_IGNORE_DEFAULT,
+    resume_added: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    description: str = "fit",
+    time_limit: float | None = None,
+    plot: bool = True,
+) -> TrainResult:
+    """Fit ``model`` by Levenberg-Marquardt (:func:`physid.levenberg_marquardt`) into a run
+    directory laid out as :func:`train`'s, with checkpoints and resume.
+
+    One iteration (trial step, accepted or not) is one "epoch" of the run: ``metrics.jsonl`` gets
+    ``epoch``, ``seconds``, ``compile_seconds``, ``loss`` (the cost ``||r||²`` after the
+    iteration), ``trial_loss``, ``accepted``, ``lam``, ``radius``, ``rho``, ``step_norm``,
+    ``gradient_cosine`` and whatever ``record_fn(iteration)`` returns (solve counts, metrics).
+    ``model.pt`` (format :data:`CHECKPOINT_FORMAT`, weights only) holds ``best`` and ``last``
+    (the current point: LM never accepts a step that raises the cost, so both are the same
+    model), ``last["lm_state"]`` (the :class:`~physid.lstsq.LMState`, to resume),
+    ``last["lm_status"]`` and, once the fit ends, ``lm_report`` (:meth:`LMResult.to_dict
+    <physid.lstsq.LMResult.to_dict>`: singular values, standard errors, covariance, status).
+    Ctrl-C keeps the last iteration's checkpoint and returns ``interrupted=True``; calling again
+    continues from the saved state and ends where an uninterrupted fit ends. A finished fit
+    (converged, or its iteration budget spent) is not run again unless the budget grew.
+
+    Args:
+        model: the module whose parameters are ``x``; its ``state_dict`` is checkpointed.
+        fun: ``x (p,) -> (r (m,), J (m, p))``.
+        x0: ``(p,)`` the starting point (ignored when resuming).
+        set_params: writes ``x`` into ``model`` (before each checkpoint and at the end).
+        run_dir, config, resume, resume_ignore, resume_added, progress, description,
+            time_limit, plot: as for :func:`train` (an iteration stands for an epoch).
+        lower: lower bounds of ``x`` (a reparameterisation; :func:`physid.levenberg_marquardt`).
+        options: :class:`physid.LMOptions` (its ``max_iterations`` is the budget).
+        record_fn: extra numbers for an iteration's record.
+
+    Returns:
+        a :class:`TrainResult`; ``epochs_completed`` counts iterations.
+
+    Raises:
+        ConfigError: resuming a run made with different options, or by another optimiser.
+        DataError: an unreadable checkpoint.
+        SolverError, TrainingError: the residuals cannot be evaluated at the starting point.
+    """
+    from physid.lstsq import LMOptions, LMState, levenberg_marquardt
+
+    opts = options if options is not None else LMOptions()
+    run = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).create()
+    cfg: dict[str, Any] = dict(to_jsonable(dict(config or {})))
+    cfg.setdefault("physid_version", package_version())
+    t_start = time.perf_counter()
+    state: LMState | None = None
+    status: str | None = None
+    report: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    if resume and run.has_checkpoint():
+        ckpt = load_checkpoint(run)
+        if run.config_path.exists():
+            old_cfg = load_json(run.config_path)
+            if isinstance(old_cfg, dict):
+                changed = _compare_configs(old_cfg, cfg, resume_ignore, resume_added)
+                if changed:
+                    raise ConfigError(
+                        f"{run} was made with different options ({', '.join(changed)}); "
+                        "use a new run directory, or start afresh with --fresh."
+                    )
+        last = ckpt.get("last") or {}
+        if not isinstance(last.get("lm_state"), dict):
+            raise ConfigError(
+                f"{run} was not fitted by Levenberg-Marquardt; use a new run directory, or "
+                "start afresh with --fresh."
+            )
+        try:
+            state = LMState.from_dict(last["lm_state"])
+            model.load_state_dict(last["model"])
+        except (RuntimeError, KeyError, TypeError, ConfigError) as exc:
+            raise DataError(
+                f"the checkpoint in {run.checkpoint_path} does not fit this model "
+                f"({str(exc).splitlines()[0]}); start afresh with --fresh."
+            ) from exc
+        status = last.get("lm_status")
+        report = ckpt.get("lm_report")
+        history = [r for r in run.read_metrics() if int(r["epoch"]) < state.iteration]
+        run.write_metrics(history)
+    else:
+        run.write_metrics([])
+        run.checkpoint_path.unlink(missing_ok=True)
+    run.write_config(cfg)
+    resumed_from = state.iteration if state is not None else 0
+
+    def checkpoint(
+        st: LMState, x: torch.Tensor, lm_status: str | None, stopped: str | None
+    ) -> None:
+        set_params(x)
+        weights = _cpu_state_dict(model)
+        epoch = max(st.iteration - 1, 0)
+        run.save_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "optimizer": "lm",
+                "select_metric": "loss",
+                "select_mode": "min",
+                "stopped": stopped,
+                "best": {"epoch": epoch, "metric": float(st.cost), "model": weights},
+                "last": {
+                    "epoch": epoch,
+                    "model": weights,
+                    "lm_state": st.to_dict(),
+                    "lm_status": lm_status,
+                },
+                "lm_report": report,
+            }
+        )
+
+    finished = status is not None and (
+        status in ("gtol", "ftol", "xtol", "zero_cost")
+        or (status == "max_iterations" and state is not None)
+        and state.iteration >= opts.max_iterations
+    )
+    interrupted = stopped_early = False
+    if state is not None and finished:
+        ckpt = load_checkpoint(run)
+        ckpt["stopped"] = "done"
+        run.save_checkpoint(ckpt)
+    else:
+        clock = {"t": time.perf_counter(), "compiled": _compile_seconds()}
+        saved: dict[str, Any] = {"state": state}
+
+        def callback(it: Any, st: LMState) -> bool:
+            now, compiled = time.perf_counter(), _compile_seconds()
+            record: dict[str, Any] = {
+                "epoch": it.iteration - 1,
+                "seconds": now - clock["t"],
+                "compile_seconds": compiled - clock["compiled"],
+                "loss": it.cost,
+                "trial_loss": it.trial_cost,
+                "accepted": it.accepted,
+                "lam": it.lam,
+                "radius": it.radius,
+                "rho": it.rho,
+                "step_norm": it.step_norm,
+                "gradient_cosine": it.gradient_cosine,
+            }
+            if record_fn is not None:
+                record.update({k: _number(v) for k, v in record_fn(it).items()})
+            if it.note:
+                record["note"] = it.note
+            clock["t"], clock["compiled"] = now, compiled
+            history.append(record)
+            run.append_metrics(record)
+            checkpoint(st, torch.as_tensor(it.x, dtype=x0.dtype), None, None)
+            saved["state"] = st
+            bar.update(
+                task, completed=st.iteration, description=f"{description} loss {st.cost:.4g}"
+            )
+            return time_limit is not None and time.perf_counter() - t_start > time_limit
+
+        with make_progress(progress) as bar:
+            task = bar.add_task(
+                description, total=max(opts.max_iterations, 1), completed=resumed_from
+            )
+            try:
+                res = levenberg_marquardt(
+                    fun, x0, lower=lower, options=opts, state=state, callback=callback
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+                last_state = saved["state"]
+                if last_state is not None:
+                    ckpt = load_checkpoint(run)
+                    ckpt["stopped"] = "interrupted"
+                    run.save_checkpoint(ckpt)
+                    model.load_state_dict(ckpt["last"]["model"])
+        if not interrupted:
+            stopped_early = res.status == "stopped"
+            report = res.to_dict()
+            if not history:
+                # Nothing to step (converged at the start): one record of the starting point.
+                record0: dict[str, Any] = {
+                    "epoch": 0,
+                    "seconds": time.perf_counter() - t_start,
+                    "compile_seconds": 0.0,
+                    "loss": res.cost,
+                    "accepted": False,
+                }
+                if record_fn is not None:
+                    record0.update({k: _number(v) for k, v in record_fn(None).items()})
+                history.append(record0)
+                run.append_metrics(record0)
+            checkpoint(
+                res.state,
+                res.x,
+                res.status,
+                "time_limit" if stopped_early else "done",
+            )
+    if plot and history:
+        from physid.evaluate import plot_loss_curve
+
+        plot_loss_curve(run.metrics_path, run.plots / "loss.png")
+    last_epoch = int(history[-1]["epoch"]) if history else None
+    return TrainResult(
+        run_dir=run.path,
+        epochs_completed=len(history),
+        best_epoch=last_epoch,
+        best_metric=float(history[-1]["loss"]) if history else math.nan,
+        interrupted=interrupted,
+        stopped_early=stopped_early,
+        resumed_from=resumed_from,
+        nan_events=0,
+        seconds=time.perf_counter() - t_start,
+        history=history,
+    )

@@ -46,7 +46,13 @@ from physid.errors import ConfigError, DataError
 from physid.experiment import DTYPES, AbstractExperiment, BaseConfig, SimulateOptions, option
 from physid.render import write_video
 from physid.runs import RunDir, RunSummary
-from physid.training import TrainResult, load_model_state, train
+from physid.training import (
+    TrainResult,
+    load_checkpoint,
+    load_model_state,
+    train,
+    train_least_squares,
+)
 
 __all__ = [
     "SYSTEM",
@@ -72,6 +78,9 @@ SYSTEM = "three-body"
 ENV_ID = "physid/ThreeBody-v0"
 MODELS = ("ode", "node", "node-pair", "lstm", "lstm-aug")
 ODE_MODELS = ("ode", "node", "node-pair")
+OPTIMIZERS = ("auto", "lm", "adam")
+# Options added after runs were made, with the value those runs behaved as (resume compares).
+RESUME_ADDED: dict[str, Any] = {"node_scaling": "none", "optimizer": "adam"}
 # Adam learning rate when none is given: the paper's 0.1, except for node-pair, whose
 # force-law coefficients multiply d/|d|^3 (up to 356 at the close encounter): at 0.1 all three
 # seeds tried stall at a training MSE of 0.13-0.38 (README, "A NODE that extrapolates").
@@ -347,7 +356,12 @@ class FitConfig(BaseConfig):
 
     system: ClassVar[str] = SYSTEM
     MODELS: ClassVar[tuple[str, ...]] = MODELS
-    RESUME_IGNORE: ClassVar[tuple[str, ...]] = (*BaseConfig.RESUME_IGNORE, "lstm_epochs", "plots")
+    RESUME_IGNORE: ClassVar[tuple[str, ...]] = (
+        *BaseConfig.RESUME_IGNORE,
+        "lstm_epochs",
+        "lm_iterations",
+        "plots",
+    )
     RECORD_KEYS: ClassVar[tuple[str, ...]] = (*BaseConfig.RECORD_KEYS, "true_masses")
 
     model: str = option(
@@ -355,6 +369,22 @@ class FitConfig(BaseConfig):
         help="ode (unknown masses), node (the paper's), node-pair (learned pair forces), "
         "lstm or lstm-aug.",
         choices=MODELS,
+    )
+    method: str = option(
+        "auto",
+        help="Gradient method: naive, adjoint, seminorm, aca or forward; auto (default): forward "
+        "for --model ode (with Levenberg-Marquardt), aca otherwise.",
+        choices=lambda: ("auto", *physid.GRADIENT_METHODS),
+    )
+    optimizer: str = option(
+        "auto",
+        help="lm (Levenberg-Marquardt on forward-sensitivity Jacobians; --model ode only) or "
+        "adam (the paper's); auto (default): lm for --model ode unless --method names a "
+        "reverse-mode method (naive, adjoint, seminorm, aca), adam otherwise.",
+        choices=OPTIMIZERS,
+    )
+    lm_iterations: int = option(
+        50, help="Most Levenberg-Marquardt iterations (trial steps; --optimizer lm)."
     )
     compile: bool = option(
         True,
@@ -392,9 +422,15 @@ class FitConfig(BaseConfig):
     plots: bool = option(True, help="Write the evaluation plots.")
 
     def resolve(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         if self.lr is None:
-            return {"lr": DEFAULT_LR.get(self.model, DEFAULT_LR["node"])}
-        return {}
+            out["lr"] = DEFAULT_LR.get(self.model, DEFAULT_LR["node"])
+        method, optimizer = self.method, self.optimizer
+        if method == "auto":
+            method = "forward" if self.model == "ode" and optimizer != "adam" else "aca"
+        if optimizer == "auto":
+            optimizer = "lm" if self.model == "ode" and method == "forward" else "adam"
+        return {**out, "method": method, "optimizer": optimizer}
 
     def check(self) -> None:
         positive = ("lr", "lstm_lr", "loss_weight_base")
@@ -420,6 +456,19 @@ class FitConfig(BaseConfig):
             raise ConfigError("node_scaling applies to the node model only.")
         if not 2 <= self.lstm_context < self.lstm_window:
             raise ConfigError("lstm_context must be >= 2 and smaller than lstm_window.")
+        if self.optimizer == "lm" and self.model != "ode":
+            raise ConfigError(
+                f"--optimizer lm fits the known-form model (--model ode) only; the {self.model} "
+                "model has too many parameters for it: use --optimizer adam."
+            )
+        if self.optimizer == "lm" and self.method != "forward":
+            raise ConfigError(
+                f"--optimizer lm takes its Jacobians from forward sensitivities, not from "
+                f"--method {self.method}: use --method forward (or leave --method out), or "
+                "--optimizer adam."
+            )
+        if self.lm_iterations < 1:
+            raise ConfigError(f"lm_iterations must be at least 1, got {self.lm_iterations}.")
 
     @property
     def is_ode(self) -> bool:
@@ -428,7 +477,10 @@ class FitConfig(BaseConfig):
 
     @property
     def name(self) -> str:
-        """``model-method`` for the ODE models, ``model`` for LSTMs (Table 5's rows)."""
+        """``model-method`` for the ODE models fitted by Adam, ``model-lm`` for
+        Levenberg-Marquardt, ``model`` for LSTMs (Table 5's rows)."""
+        if self.optimizer == "lm":
+            return f"{self.model}-lm"
         return f"{self.model}-{self.method}" if self.is_ode else self.model
 
     @property
@@ -501,6 +553,8 @@ def _train(config: FitConfig, run: RunDir) -> TrainResult:
     solve, ``train_seconds`` of forward + backward + step) and ``model.pt`` (best by
     ``train_mse``, and last).
     """
+    if config.optimizer == "lm":
+        return _train_lm(config, run)
     device = config.torch_device()
     dtype = config.model_dtype
     data = _data_for(config)
@@ -532,7 +586,88 @@ def _train(config: FitConfig, run: RunDir) -> TrainResult:
         select_metric="train_mse",
         resume=config.resume,
         resume_ignore=config.RESUME_IGNORE,
-        resume_added={"node_scaling": "none"},
+        resume_added=RESUME_ADDED,
+        progress=config.progress,
+        description=f"three-body {config.name}",
+        time_limit=config.time_limit,
+    )
+
+
+def _train_lm(config: FitConfig, run: RunDir) -> TrainResult:
+    """Fit the known-form model's masses by Levenberg-Marquardt into ``run`` (no evaluation).
+
+    The residuals are ``sqrt(base**t / T) (r(t) - r_data(t))`` over the training times and the
+    9 position coordinates, so their squared norm is the Adam path's training loss
+    (:func:`training_loss`); the Jacobian comes from one forward-sensitivity solve per
+    iteration (:class:`physid.ShootingResiduals`, :func:`physid.odeint_jacobian`), the masses
+    stay positive through ``log`` (``lower=0``). ``metrics.jsonl`` gets one record per
+    iteration (:func:`physid.training.train_least_squares`) with ``train_mse`` (unweighted, at
+    the current masses), ``masses`` and the solves' counts; ``model.pt`` the LM state, so that
+    ``--resume`` continues the fit.
+    """
+    device = config.torch_device()
+    dtype = config.model_dtype
+    data = _data_for(config)
+    model = build_model(config)
+    if not isinstance(model, KnownFormThreeBody):
+        raise ConfigError("--optimizer lm fits the known-form model (--model ode) only.")
+    model = model.to(device)
+    t = torch.as_tensor(data.t_train, dtype=dtype, device=device)
+    y = torch.as_tensor(data.y_train, dtype=dtype, device=device)
+    weights = config.loss_weight_base**t / len(t)
+    stats = physid.SolveStats()
+    residuals = physid.ShootingResiduals(
+        model,
+        t,
+        y[:, :9],
+        observe=torch.eye(18, dtype=dtype, device=device)[:9],
+        weights=weights,
+        y0=y[0],
+        solver=config.solver,
+        rtol=config.rtol,
+        atol=config.atol,
+        max_steps=config.max_steps,
+        stats=stats,
+    )
+    root_w = weights.sqrt()[:, None]
+    # train_mse: unweighted, at the current point (the first evaluation's, then each accepted
+    # trial's); counts: the solves' totals at the previous record
+    seen: dict[str, Any] = {"calls": 0, "trial_mse": math.nan, "counts": stats.as_dict()}
+
+    def fun(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r, jac = residuals(x)
+        seen["trial_mse"] = float((r.reshape(len(t), 9) / root_w).pow(2).sum(-1).mean())
+        if seen["calls"] == 0:
+            seen["mse"] = seen["trial_mse"]
+        seen["calls"] += 1
+        return r, jac
+
+    def record(it: Any) -> dict[str, Any]:
+        if it is not None and it.accepted:
+            seen["mse"] = seen["trial_mse"]
+        counts = stats.as_dict()
+        delta = {k: v - seen["counts"][k] for k, v in counts.items()}
+        seen["counts"] = counts
+        masses = it.x if it is not None else model.masses.detach().cpu().tolist()
+        return {"train_mse": seen["mse"], "masses": list(masses), **delta}
+
+    def set_params(x: torch.Tensor) -> None:
+        with torch.no_grad():
+            model.masses.copy_(x.to(model.masses))
+
+    return train_least_squares(
+        model,
+        fun,
+        model.masses.detach().clone(),
+        set_params=set_params,
+        run_dir=run,
+        config={**config.to_dict(), "true_masses": list(data.params.masses)},
+        lower=0.0,
+        options=physid.LMOptions(max_iterations=config.lm_iterations),
+        record_fn=record,
+        resume=config.resume,
+        resume_ignore=config.RESUME_IGNORE,
+        resume_added=RESUME_ADDED,
         progress=config.progress,
         description=f"three-body {config.name}",
         time_limit=config.time_limit,
@@ -684,7 +819,9 @@ def _evaluate(config: FitConfig, run: RunDir, totals: dict[str, Any]) -> RunSumm
         "test_mse_interp": float(sq[inside].mean()),
         "test_mse_extrap": float(sq[~inside].mean()),
         "n_parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": float(sum(float(r.get("train_seconds", 0.0)) for r in records)),
+        "train_seconds": float(
+            sum(float(r.get("train_seconds", r.get("seconds", 0.0))) for r in records)
+        ),
     }
     for key in ("steps_accepted", "steps_rejected", "backward_steps_accepted"):
         extras[key] = int(sum(int(r.get(key, 0)) for r in records))
@@ -693,9 +830,22 @@ def _evaluate(config: FitConfig, run: RunDir, totals: dict[str, Any]) -> RunSumm
     )
     train_mse = None
     if records:
-        best = min(records, key=lambda r: float(r["train_mse"]))
+        # LM's model is its last point (it never accepts a step that raises the loss)
+        lm = config.optimizer == "lm"
+        best = records[-1] if lm else min(records, key=lambda r: float(r["train_mse"]))
         extras["best_epoch"] = int(best["epoch"])
         train_mse = float(best["train_mse"])
+    extras["optimizer"] = config.optimizer
+    if config.optimizer == "lm":
+        report = load_checkpoint(run).get("lm_report")
+        if report:
+            # the final Jacobian's singular values and the masses' standard errors (from JᵀJ)
+            for key in ("status", "iterations", "evaluations", "singular_values", "rank"):
+                extras["lm_" + key if key != "singular_values" else key] = report[key]
+            extras["std_errors"] = report["std_errors"]
+            extras["residual_variance"] = report["residual_variance"]
+            extras["covariance"] = report["covariance"]
+            extras["singular_vectors"] = report["singular_vectors"]
     if isinstance(model, KnownFormThreeBody):
         masses = model.masses.detach().cpu().numpy()
         true = np.asarray(data.params.masses)

@@ -17,6 +17,8 @@ import pytest
 FIT = [
     "fit",
     "three-body",
+    "--method",
+    "aca",
     "--rtol",
     "1e-5",
     "--atol",
@@ -102,6 +104,8 @@ def test_an_interrupt_before_the_first_epoch_keeps_nothing(data: Path, tmp_path:
     args = [
         "fit",
         "three-body",
+        "--method",
+        "aca",
         "--epochs",
         "3",
         "--no-progress",
@@ -117,3 +121,36 @@ def test_an_interrupt_before_the_first_epoch_keeps_nothing(data: Path, tmp_path:
     assert proc.returncode == 130, (out, err)
     assert "nothing to keep yet" in err and "epoch -1" not in err
     assert not (run / "model.pt").exists()
+
+
+def test_an_interrupted_lm_fit_resumes_to_the_same_numbers(data: Path, tmp_path: Path) -> None:
+    """``--optimizer lm`` (the known-form default): Ctrl-C after two iterations keeps the LM
+    state in the checkpoint; the rerun continues it and ends where an uninterrupted fit ends."""
+    lm = [a for a in FIT if a not in ("--method", "aca")]
+    args = [*lm, "--optimizer", "lm", "--data", str(data), "--runs-dir", "runs"]
+    proc = _physid(args, tmp_path)
+    run = tmp_path / "runs" / "three-body-ode-lm-0"
+    _wait_for(lambda: _lines(run / "metrics.jsonl") >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    lines = [ln for ln in err.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "resume" in lines[0], err
+    summary = json.loads((run / "summary.json").read_text())
+    done = summary["epochs_completed"]
+    assert summary["interrupted"] is True and done >= 2
+
+    rerun = _physid(args, tmp_path)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    resumed = json.loads((run / "summary.json").read_text())
+    assert resumed["interrupted"] is False and resumed["epochs_completed"] > done
+
+    straight = _physid([*lm, "--data", str(data), "--runs-dir", "straight"], tmp_path)
+    assert straight.wait(timeout=300) == 0
+    clean = json.loads((tmp_path / "straight" / "three-body-ode-lm-0" / "summary.json").read_text())
+    assert resumed["epochs_completed"] == clean["epochs_completed"]
+    assert resumed["lm_status"] == clean["lm_status"]
+    assert resumed["masses"] == pytest.approx(clean["masses"], rel=1e-12)
+    assert resumed["std_errors"] == pytest.approx(clean["std_errors"], rel=1e-9)
+    assert resumed["test_mse"] == pytest.approx(clean["test_mse"], rel=1e-9)

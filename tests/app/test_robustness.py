@@ -55,6 +55,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             "fit",
             "three-body",
+            "--method",
+            "aca",
             "--epochs",
             "1",
             "--data",

@@ -78,7 +78,8 @@ def test_config_is_validated() -> None:
         tb.FitConfig(method="magic")
     with pytest.raises(ConfigError):
         tb.FitConfig(lr_decay=1.5)
-    assert tb.FitConfig().run_dir.name == "three-body-ode-aca-0"
+    assert tb.FitConfig().run_dir.name == "three-body-ode-lm-0"
+    assert tb.FitConfig(method="aca").run_dir.name == "three-body-ode-aca-0"
     assert tb.FitConfig(model="lstm-aug", seed=2).run_dir.name == "three-body-lstm-aug-2"
 
 
@@ -148,10 +149,10 @@ def test_render_writes_a_video(ode_run: Path, tmp_path: Path) -> None:
 
 
 def test_resume_continues_a_run(tmp_path: Path) -> None:
-    config = tb.FitConfig(epochs=1, runs_dir=str(tmp_path), plots=False, **TINY)
-    run = EXP.fit(config)
-    EXP.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path), plots=False, **TINY))
-    fresh = EXP.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path / "fresh"), plots=False, **TINY))
+    adam = {"method": "aca", "plots": False, **TINY}
+    run = EXP.fit(tb.FitConfig(epochs=1, runs_dir=str(tmp_path), **adam))
+    EXP.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path), **adam))
+    fresh = EXP.fit(tb.FitConfig(epochs=2, runs_dir=str(tmp_path / "fresh"), **adam))
     resumed = json.loads((run / "summary.json").read_text())
     straight = json.loads((fresh / "summary.json").read_text())
     assert resumed["epochs_completed"] == 2
