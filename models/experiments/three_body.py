@@ -328,7 +328,17 @@ class FitConfig(BaseConfig):
         model: ``ode`` (3 unknown masses), ``node`` (the paper's augmented-input NODE),
             ``node-pair`` (:class:`physid.models.node.PairwiseNODE`: learned central pair
             forces, not in the paper), ``lstm`` or ``lstm-aug``.
-        method: gradient method of the ODE models; ignored by LSTMs.
+        method: gradient method of the ODE models; ignored by LSTMs. ``auto`` (the default)
+            resolves to ``forward`` for ``ode`` (and Levenberg-Marquardt), else ``aca``.
+        optimizer: ``lm``: Levenberg-Marquardt on the residuals of the training loss, with
+            forward-sensitivity Jacobians (``ode`` only, ``method="forward"``; one record per
+            iteration in ``metrics.jsonl``; the summary adds the final Jacobian's singular
+            values and the masses' standard errors); ``adam``: the paper's optimiser.
+            ``auto`` (the default) resolves to ``lm`` for ``ode`` unless ``method`` names a
+            reverse-mode method, else ``adam``; ``physid fit three-body --method aca`` is the
+            paper's Adam fit. The resolved values are recorded.
+        lm_iterations: the Levenberg-Marquardt budget (trial steps; ``epochs`` is Adam's);
+            a resumed run may raise it.
         solver, rtol, atol, max_steps: the training solve. The default 1e-7 (the paper used
             1e-5) comes from ``scripts/three_body_gradient_vs_tol.py``: with a 0.1% error in one
             mass, dopri5 at 1e-5 gets the loss wrong by a factor 4 (its own error dominates)
@@ -389,7 +399,8 @@ class FitConfig(BaseConfig):
     compile: bool = option(
         True,
         help="Solve through the compiled fast path (default: on; measured: the main job "
-        "47 s with an empty compile cache, 13 s warm, 77 s eager; docs/fast-path.md).",
+        "47 s with an empty compile cache, 13 s warm, 77 s eager; docs/fast-path.md). Adam "
+        "only: LM's forward-sensitivity solves have no compiled form.",
     )
     rtol: float = option(1e-7, help="Relative tolerance of the training solves.")
     atol: float = option(1e-7, help="Absolute tolerance of the training solves.")
@@ -541,7 +552,8 @@ def _solve(
         atol=atol,
         max_steps=config.max_steps,
         stats=stats,
-        compile=config.compile and config.is_ode,
+        # LM's forward-sensitivity solves have no compiled form: its runs stay eager throughout
+        compile=config.compile and config.is_ode and config.optimizer == "adam",
     )
 
 

@@ -160,6 +160,8 @@ def test_a_crafted_checkpoint_runs_nothing(workspace: Path, tmp_path: Path) -> N
         [
             "fit",
             "three-body",
+            "--method",
+            "aca",
             "--epochs",
             "2",
             "--data",

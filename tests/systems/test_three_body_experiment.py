@@ -92,6 +92,7 @@ def test_fit_ode_with_each_method_improves_the_masses(
         tb.FitConfig(
             model="ode",
             method=method,
+            optimizer="adam",
             epochs=1,
             lr=0.02,
             runs_dir=str(tmp_path),
