@@ -111,7 +111,8 @@ def test_every_system_expands_with_its_defaults(tmp_path, system):
 
 
 def test_a_model_the_system_does_not_fit(tmp_path):
-    message = "job three-body-gru-aca-0: model must be one of ode, .*, got 'gru'"
+    # no methods axis: the job takes the Config's default method (three-body's is "auto")
+    message = "job three-body-gru-auto-0: model must be one of ode, .*, got 'gru'"
     with pytest.raises(ConfigError, match=message):
         sweep.expand(sweep.make_grid(["three-body"], models=["gru"]), tmp_path)
 

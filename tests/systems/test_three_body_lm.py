@@ -28,6 +28,12 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tb.simulate(tmp_path_factory.mktemp("lm-data") / "tb.npz", n_train=200, n_test=400)
 
 
+@pytest.fixture(scope="module")
+def clean(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The summary of an uninterrupted LM fit of ``small_data`` at 1e-5."""
+    return EXP.fit(_lm_config(small_data, tmp_path_factory.mktemp("clean"))).read_summary()
+
+
 def _lm_config(data: Path, runs: Path, **kw: object) -> tb.FitConfig:
     return tb.FitConfig(data=str(data), rtol=1e-5, atol=1e-5, runs_dir=str(runs), **QUIET, **kw)
 
@@ -135,9 +141,8 @@ def test_checkpoint_holds_the_lm_state_weights_only(small_data: Path, tmp_path: 
 
 
 def test_an_interrupted_lm_fit_resumes_to_the_uninterrupted_result(
-    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_data: Path, clean: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clean = EXP.fit(_lm_config(small_data, tmp_path / "clean")).read_summary()
 
     # Ctrl-C during the fifth residual evaluation (the start, then three checkpointed trials)
     calls = {"n": 0}
@@ -167,8 +172,9 @@ def test_an_interrupted_lm_fit_resumes_to_the_uninterrupted_result(
     assert resumed["test_mse"] == pytest.approx(clean["test_mse"], rel=1e-9)
 
 
-def test_a_larger_budget_continues_a_finished_lm_fit(small_data: Path, tmp_path: Path) -> None:
-    clean = EXP.fit(_lm_config(small_data, tmp_path / "clean")).read_summary()
+def test_a_larger_budget_continues_a_finished_lm_fit(
+    small_data: Path, clean: dict, tmp_path: Path
+) -> None:
     run = EXP.fit(_lm_config(small_data, tmp_path / "runs", lm_iterations=2))
     assert run.read_summary()["lm_status"] == "max_iterations"
     resumed = EXP.fit(_lm_config(small_data, tmp_path / "runs")).read_summary()
