@@ -2,8 +2,8 @@
 
 Gymnasium ships the MuJoCo locomotion tasks (``HalfCheetah-v5``, ``Walker2d-v5``, ``Swimmer-v5``,
 ``Hopper-v5``, ``Ant-v5``, ...; MJCF included, run by the installed ``mujoco``). This module turns
-any of them into a data set with the hopper's latent-ODE protocol (:mod:`physid.envs.hopper`, Rubanova et
-al. 2019):
+any of them into a data set with the hopper's latent-ODE protocol (:mod:`physid.envs.hopper`,
+Rubanova et al. 2019):
 
 - the state is the full ``qpos ⊕ qvel`` (``env.unwrapped.state_vector()``; the gymnasium
   *observation* of most tasks drops the root's x position, the physics state does not);

@@ -1,16 +1,16 @@
 """Training and scoring a latent ODE on windows of state trajectories, whatever the system.
 
 The pieces of a latent-ODE fit that do not depend on the data set (the hopper of
-:mod:`physid.models.experiments.hopper` and the gymnasium tasks of :mod:`physid.models.experiments.mujoco` use
-them alike):
+:mod:`physid.models.experiments.hopper` and the gymnasium tasks of
+:mod:`physid.models.experiments.mujoco` use them alike):
 
 - :func:`make_epoch_fn`: one epoch of Rubanova et al.'s ``run_models.py`` loop — shuffled
   batches, observed points re-drawn per batch (:func:`physid.models.latent_tasks.task_masks`), the
   learning rate multiplied by ``lr_decay`` before every iteration down to ``lr * lr_min_factor``,
-  the annealed KL weight (:func:`physid.models.latent_ode.kl_coefficient`) — for a ``physid.training``
-  fit. Its record has the latent ODE's forward NFE and *accepted / rejected forward steps per
-  iteration*, so that the solver's regime (a near-constant latent flow takes 2-3 dopri5 steps) is
-  visible in ``metrics.jsonl``.
+  the annealed KL weight (:func:`physid.models.latent_ode.kl_coefficient`) — for a
+  ``physid.training`` fit. Its record has the latent ODE's NFE and *accepted / rejected forward
+  steps* (epoch totals and means per iteration), so that the solver's regime (a near-constant
+  latent flow takes 2-3 dopri5 steps) is visible in ``metrics.jsonl``.
 - :func:`evaluate`: the model's test MSE (over ``eval_samples`` z0 samples, and from the posterior
   mean) beside the baselines of the task (:mod:`physid.baselines`) on the same points, masks and
   normalisation.

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 data_seed=args.data_seed,
                 normalisation=args.normalisation,
                 data_dir=args.data_dir,
-            ).resolved()
+            )
             data = _tensors(load_data(cfg), cfg, torch.device("cpu"))
             x, t = data.test.double(), data.t.double()
             obs, target = LF.fixed_test_masks(

@@ -66,7 +66,7 @@ p.add_argument("--out", required=True)
 p.add_argument("--data-dir", default="data")
 a = p.parse_args()
 
-cfg = E.FitConfig(n_trajectories=a.n, normalisation=a.norm, data_dir=a.data_dir).resolved()
+cfg = E.FitConfig(n_trajectories=a.n, normalisation=a.norm, data_dir=a.data_dir)
 d = E._tensors(E.load_data(cfg), cfg, torch.device("cpu"))
 t = d.t * a.tscale
 ntest = min(200, d.test.shape[0])

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from physid.models.experiments.hopper import OBSERVED_FRACTIONS, FitConfig, evaluate, fit  # noqa: E402
+from physid.models.experiments.hopper import OBSERVED_FRACTIONS, FitConfig, Hopper  # noqa: E402
 
 from physid._io import save_json, write_text_atomic  # noqa: E402
 from physid.baselines import EXTRAPOLATION_BASELINES, INTERPOLATION_BASELINES  # noqa: E402
@@ -77,6 +77,8 @@ _KEYS = (
     "seconds_per_epoch",
     "nfe_forward",
     "nfe_backward",
+    "nfe_forward_per_iter",
+    "nfe_backward_per_iter",
     "steps_accepted",
     "steps_rejected",
     "steps_accepted_last_epoch",
@@ -84,6 +86,15 @@ _KEYS = (
     "train_mse",
     "lr_final",
 )
+
+
+# record key -> summary.json key (the summary keeps totals under nfe_* and per-iteration means
+# under *_per_iter; the tables here show forward steps per iteration)
+_SUMMARY_NAME = {
+    "steps_accepted": "steps_accepted_per_iter",
+    "steps_rejected": "steps_rejected_per_iter",
+}
+EXPERIMENT = Hopper()
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -107,8 +118,8 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 progress=not args.no_progress,
             )
             t0 = time.perf_counter()
-            run = fit(cfg)
-            summary = evaluate(run)
+            run = EXPERIMENT.fit(cfg)  # fits, then evaluates (summary.json)
+            summary = run.read_summary().to_dict()
             rec = {
                 "task": args.task,
                 "method": args.method,
@@ -116,7 +127,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "seed": seed,
                 "run_dir": str(run),
                 "wall_seconds_this_call": time.perf_counter() - t0,
-                **{k: summary.get(k) for k in _KEYS},
+                **{k: summary.get(_SUMMARY_NAME.get(k, k)) for k in _KEYS},
             }
             records.append(rec)
             base = rec["baselines"] or {}

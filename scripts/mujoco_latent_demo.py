@@ -1,10 +1,11 @@
 """A gymnasium MuJoCo task end to end: data, latent-ODE fit, baselines, a video.
 
-Simulates a task's state-trajectory data set (:mod:`physid.envs.mujoco_tasks`), fits a latent ODE with
-the hopper's preset (:mod:`physid.models.experiments.mujoco`), evaluates it beside the same baselines
-as the hopper, renders a test window of the truth (left) beside the model's reconstruction
-(right, blue) with MuJoCo's renderer as an MP4, and writes a summary (markdown, JSON), the
-reconstruction plot and a strip of video frames (PNG) to ``--out``.
+Simulates a task's state-trajectory data set (:mod:`physid.envs.mujoco_tasks`), fits a latent
+ODE with the hopper's preset (:mod:`physid.models.experiments.mujoco`, what ``physid fit mujoco``
+runs), evaluates it beside the same baselines as the hopper, renders a test window of the truth
+(left) beside the model's reconstruction (right, blue) with MuJoCo's renderer as an MP4, and
+writes a summary (markdown, JSON), the reconstruction plot and a strip of video frames (PNG) to
+``--out``.
 
 Example (the documented run):
     python scripts/mujoco_latent_demo.py --env HalfCheetah-v5 --observed 0.1 \\
@@ -75,7 +76,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         "| --- | " + " | ".join("---" for _ in base) + " | --- | --- | --- |",
         f"| {100 * summary['test_mse']:.4f} | "
         + " | ".join(f"{100 * v:.4f} (×{summary['ratio_to'][k]:.2f})" for k, v in base.items())
-        + f" | {summary['steps_accepted']:.1f} | {summary['iterations']} | "
+        + f" | {summary['steps_accepted_per_iter']:.1f} | {summary['iterations']} | "
         f"{summary['seconds'] / 60:.0f} |",
     ]
     return "\n".join(lines) + "\n"
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     env = args.env.lower().replace("/", "-")
     out = Path(args.out or f"bench_results/mujoco_{env}")
     cfg = MX.FitConfig(
-        env_id=args.env,
+        env=args.env,
         policy=args.policy,
         frame_skip=args.frame_skip,
         reset_noise_scale=args.reset_noise_scale,
@@ -103,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     t0 = time.perf_counter()
-    run = MX.fit(cfg)
-    summary = MX.evaluate(run)
-    video = MX.render(run, run / f"{env}_truth_vs_model.mp4", index=args.index)
+    exp = MX.MuJoCo()
+    run = exp.fit(cfg)  # fits, then evaluates (summary.json, plots/)
+    summary = run.read_summary().to_dict()
+    video = exp.render(run, run / f"{env}_truth_vs_model.mp4", index=args.index)
     out.mkdir(parents=True, exist_ok=True)
     frame_strip(video, out / "frames.png")
-    shutil.copyfile(run / "plots" / "reconstruction.png", out / "reconstruction.png")
-    if (run / "plots" / "loss.png").exists():
-        shutil.copyfile(run / "plots" / "loss.png", out / "loss.png")
+    shutil.copyfile(run.plots / "reconstruction.png", out / "reconstruction.png")
+    if (run.plots / "loss.png").exists():
+        shutil.copyfile(run.plots / "loss.png", out / "loss.png")
     record = {"args": vars(args), "run_dir": str(run), "video": str(video), **summary}
     record["wall_seconds_this_call"] = time.perf_counter() - t0
     save_json(out / "summary.json", record)
