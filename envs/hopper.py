@@ -22,8 +22,11 @@ the ACA paper's Table 4 reuses:
 Normalisation. The reference divides ``x - min`` by ``max`` (a quirk: it is not a range, and a
 negative ``max`` flips the sign). physid's default is the sound min-max scaling
 ``(x - min) / (max - min)`` per feature, with ``min``/``max`` taken over the *training* windows
-only (no test leakage); features with zero range get scale 1. Both sets of statistics are stored
-in the data set's metadata; the ``"reference"`` scheme is kept to compare with the papers.
+only (no test leakage); features with zero range get scale 1. The ``"reference"`` scheme takes its
+``min``/``max`` over the full ``n_steps`` trajectories of the whole set, before windowing, as the
+reference's ``HopperPhysics`` does (this matters: the ankle's velocity reaches -105 over the full
+trajectories but only -27 inside the windows). Both sets of statistics are stored in the data
+set's metadata; the ``"reference"`` scheme is kept to compare with the papers.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ __all__ = [
     "ACTUATOR_NAMES",
     "STATE_NAMES",
     "NORMALISATIONS",
+    "FORMAT_VERSION",
     "HopperParams",
     "HopperEnv",
     "load_model",
@@ -73,6 +77,10 @@ JOINT_NAMES = ("rootx", "rootz", "rooty", "waist", "hip", "knee", "ankle")
 ACTUATOR_NAMES = ("waist", "hip", "knee", "ankle")
 STATE_NAMES = tuple(f"qpos_{j}" for j in JOINT_NAMES) + tuple(f"qvel_{j}" for j in JOINT_NAMES)
 NORMALISATIONS = ("minmax", "reference")
+#: Version of the data set layout :func:`generate` writes (metadata ``format_version``). 2: the
+#: ``"reference"`` statistics are taken over the full trajectories (before windowing).
+FORMAT_VERSION = 2
+REFERENCE_STATS_OVER = "full_trajectories"
 
 # The suite's planar hopper (suite/hopper.xml), re-written for physid: same kinematic tree, sizes,
 # joint ranges, damping, armature, gears and time step. Integrator: Euler (MuJoCo's default,
@@ -364,7 +372,8 @@ def normalisation_stats(y: np.ndarray, scheme: str = "minmax") -> dict[str, list
 
     Args:
         y: ``(..., d)`` the data the statistics are taken over (for ``"minmax"``: the training
-            windows; for ``"reference"``: the whole set, as Rubanova et al. did).
+            windows; for ``"reference"``: the full trajectories of the whole set, as Rubanova et
+            al. did).
         scheme: ``"minmax"``: offset = min, scale = max - min (1 where the range is 0), which
             maps the data onto [0, 1]. ``"reference"``: offset = min, scale = max (1 where
             max = 0) — the latent_ode repository's quirk, kept only to compare with the papers.
@@ -454,7 +463,8 @@ def generate(
     n_train = min(max(len(train), 1), n_trajectories - 1)
     stats = {
         "minmax": normalisation_stats(y[:n_train], "minmax"),
-        "reference": normalisation_stats(y, "reference"),
+        # the reference normalises the full trajectories before cutting windows
+        "reference": {**normalisation_stats(full, "reference"), "over": REFERENCE_STATS_OVER},
     }
     t = params.timestep * np.arange(params.window)
     metadata = make_metadata(
@@ -467,11 +477,13 @@ def generate(
         state_names=list(STATE_NAMES),
         n_train=n_train,
         starts=starts,
+        format_version=FORMAT_VERSION,
         normalisation={
             "default": "minmax",
             "note": (
                 "minmax: (x - min)/(max - min) per feature over the training windows; "
-                "reference: (x - min)/max over the whole set (Rubanova et al.'s quirk)."
+                "reference: (x - min)/max over the full trajectories of the whole set, before "
+                "windowing (Rubanova et al.'s quirk)."
             ),
             **stats,
         },
@@ -494,6 +506,12 @@ def normalisation_of(dataset: TrajectoryDataset, scheme: str | None = None) -> d
         raise ConfigError(f"unknown normalisation {scheme!r}; choose one of {NORMALISATIONS}.")
     if scheme not in norm:
         raise DataError(f"this data set has no {scheme!r} normalisation statistics.")
+    if scheme == "reference" and norm[scheme].get("over") != REFERENCE_STATS_OVER:
+        raise DataError(
+            "this data set's 'reference' normalisation was taken over the windows (physid before "
+            "format 2), not over the full trajectories as the reference does; re-simulate it "
+            "(physid simulate hopper)."
+        )
     return norm[scheme]
 
 

@@ -1,9 +1,9 @@
 """Benchmark harness: timing, function-evaluation counts and exact tensor-memory accounting.
 
-Generic: it knows gradient methods and solvers, never a physical system. The problems live with
-the experiments (``models/experiments/bench_gradients.py``). Timings are the median of repeats
-after one warm-up, with ``time.perf_counter`` and ``torch.cuda.synchronize`` on a GPU. They are
-measured here, never asserted in the test suite.
+Generic: it knows gradient methods and solvers, never a physical system. The problems live in
+``physid.app.bench_gradients``. Timings are the median of repeats after one warm-up, with
+``time.perf_counter`` and ``torch.cuda.synchronize`` on a GPU. They are measured here, never
+asserted in the test suite.
 
 Memory: on a GPU, ``torch.cuda.max_memory_allocated``. On a CPU there is no allocator statistic,
 so :class:`TensorMemory` counts it exactly instead: a ``TorchDispatchMode`` sees every tensor a
@@ -101,6 +101,7 @@ class Measurement:
     retained_bytes: int | None = None
     gradient_error: float | None = None
     loss: float | None = None
+    overhead_ratio: float | None = None  # see physid.app.bench_gradients.add_overhead_ratios
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -43,13 +43,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-PROBLEMS = ("three-body", "node")
+from physid._io import save_json
+from physid.app import bench_gradients as bench
+
+PROBLEMS = bench.TIMED_PROBLEMS
 
 
 def _setup_cache(warm: bool) -> str:
@@ -59,185 +61,19 @@ def _setup_cache(warm: bool) -> str:
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default)")
 
 
-def build_problem(name: str, reference: bool = True) -> dict[str, Any]:
-    """The problem's field, data, loss, tolerances, reference gradient (unless ``reference`` is
-    false) and diffrax arrays."""
-    import numpy as np
-    import torch
-    from torch import nn
-
+def measure_candidates(problem: bench.BenchProblem, repeats: int, say: Callable) -> list[Any]:
+    """physid eager, physid compiled and torchdiffeq on one problem (no memory pass)."""
     import physid
+    from physid.bench import physid_candidates, torchdiffeq_candidates
 
-    if name == "three-body":
-        from physid.envs.three_body import (
-            K1,
-            K2,
-            ThreeBodyParams,
-            default_initial_state,
-            simulate,
-            train_times,
-        )
-        from physid.models.known_form import KnownFormThreeBody
-
-        t_np = train_times()
-        truth = torch.tensor(simulate(ThreeBodyParams(), default_initial_state(), t_np))
-        t = torch.tensor(t_np)
-        y0 = truth[0].clone()
-        weights = 0.01**t
-
-        def make_model() -> nn.Module:
-            return KnownFormThreeBody(torch.tensor([1.0, 1.05, 0.95]))
-
-        def loss_fn(ys: torch.Tensor) -> torch.Tensor:
-            return (weights * (ys[:, :9] - truth[:, :9]).pow(2).sum(-1)).mean()
-
-        model = make_model()
-        ref = None
-        if reference:
-            ys = physid.odeint(model, y0, t, rtol=1e-12, atol=1e-12, max_steps=1_000_000)
-            ref = list(torch.autograd.grad(loss_fn(ys), list(model.parameters())))
-        arrays = {
-            "y0": y0.numpy(),
-            "t": t_np,
-            "truth": truth.numpy(),
-            "weights": weights.numpy(),
-            "masses": model.masses.detach().numpy(),
-            "k1": K1,
-            "k2": K2,
-            "rtol": 1e-7,
-            "atol": 1e-7,
-        }
-        return {
-            "name": name,
-            "description": "known-form three-body, 3 learnable masses, 1000 output times on "
-            "[0, 1], dopri5 rtol = atol = 1e-7, float64; reference: physid aca at 1e-12",
-            "make_model": make_model,
-            "y0": y0,
-            "t": t,
-            "loss_fn": loss_fn,
-            "rtol": 1e-7,
-            "atol": 1e-7,
-            "reference": ref,
-            "jax_kind": "nbody",
-            "jax_arrays": arrays,
-        }
-    if name == "node":
-
-        class MLP(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = nn.Sequential(
-                    nn.Linear(2, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2)
-                )
-
-            def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                return self.net(y)
-
-        g = torch.Generator().manual_seed(0)
-        torch.manual_seed(0)
-        state = MLP().state_dict()
-        y0 = torch.randn(256, 2, generator=g)
-        target = torch.randn(20, 256, 2, generator=g)
-        t = torch.linspace(0, 2, 20)
-
-        def make_model() -> nn.Module:
-            m = MLP()
-            m.load_state_dict(state)
-            return m
-
-        def loss_fn(ys: torch.Tensor) -> torch.Tensor:
-            return (ys - target).pow(2).mean()
-
-        ref64 = None
-        if reference:
-            m64 = make_model().double()
-            ys = physid.odeint(m64, y0.double(), t.double(), rtol=1e-10, atol=1e-10)
-            loss64 = (ys - target.double()).pow(2).mean()
-            ref64 = torch.autograd.grad(loss64, list(m64.parameters()))
-        w = [p.detach().numpy() for p in make_model().parameters()]
-        arrays = dict(zip(("w1", "b1", "w2", "b2", "w3", "b3"), w, strict=True))
-        arrays.update(y0=y0.numpy(), t=t.numpy(), target=target.numpy(), rtol=1e-6, atol=1e-8)
-        return {
-            "name": name,
-            "description": "neural ODE MLP 2-64-64-2 tanh, float32, batch 256, 20 output times "
-            "on [0, 2], dopri5 rtol = 1e-6, atol = 1e-8; reference: physid aca in float64 at "
-            "1e-10",
-            "make_model": make_model,
-            "y0": y0,
-            "t": t,
-            "loss_fn": loss_fn,
-            "rtol": 1e-6,
-            "atol": 1e-8,
-            "reference": None if ref64 is None else [r.float() for r in ref64],
-            "jax_kind": "mlp",
-            "jax_arrays": {k: np.asarray(v) for k, v in arrays.items()},
-        }
-    raise SystemExit(f"unknown problem {name!r}; choose from {PROBLEMS}")
-
-
-def field_seconds(problem: dict[str, Any], calls: int = 2000) -> tuple[float, float]:
-    """Seconds of one bare compiled evaluation of the field — physid's ``field`` kernel, called
-    directly — as ``(wall, CPU)`` medians of 5 batches of ``calls``."""
-    import torch
-
-    from physid.compiled import prepare
-    from physid.solvers import get_tableau
-
-    model = problem["make_model"]()
-    y0, t = problem["y0"], problem["t"]
-    cs = prepare(model, y0, t, get_tableau("dopri5"))
-    t0 = torch.zeros((), dtype=torch.float64)
-    flat = y0.reshape(-1)
-    kernel = cs.kernels.field_kernel([t0, flat, *cs.cap.extras])
-    extras = cs.cap.extras
-    wall, cpu = [], []
-    with torch.no_grad():
-        for _ in range(6):
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            for _ in range(calls):
-                kernel(t0, flat, *extras)
-            wall.append((time.perf_counter() - start) / calls)
-            cpu.append((time.thread_time() - start_cpu) / calls)
-    return statistics.median(wall[1:]), statistics.median(cpu[1:])
-
-
-def measure_candidates(problem: dict[str, Any], repeats: int, console: Callable) -> list[Any]:
-    """physid eager, physid compiled and torchdiffeq on one problem."""
-    from physid.bench import measure, physid_candidates, torchdiffeq_candidates
-    from physid.compiled import compile_stats
-
-    rows = []
+    # forward sensitivities have no compiled form (and suit only few parameters)
+    methods = [m for m in physid.GRADIENT_METHODS if m != "forward"]
     cands = [
-        *physid_candidates(),
-        *physid_candidates(compile=True),
+        *physid_candidates(methods),
+        *physid_candidates(methods, compile=True),
         *[c for c in torchdiffeq_candidates() if "seminorm" not in c.name],
     ]
-    for c in cands:
-        model = problem["make_model"]()
-        params = list(model.parameters())
-        before = compile_stats()
-        start = time.perf_counter()
-        m = measure(
-            c,
-            model,
-            problem["y0"],
-            problem["t"],
-            problem["loss_fn"],
-            params,
-            rtol=problem["rtol"],
-            atol=problem["atol"],
-            repeats=repeats,
-            reference=problem["reference"],
-            memory=False,
-            solve_kwargs={"params": params},
-        )
-        after = compile_stats()
-        m.extra["compile_seconds"] = after.seconds - before.seconds
-        m.extra["kernels_built"] = after.kernels - before.kernels
-        m.extra["wall_seconds"] = time.perf_counter() - start
-        rows.append(m)
-        console(f"  {c.name:34s} {m.seconds:.5f} s  (compile {m.extra['compile_seconds']:.1f} s)")
-    return rows
+    return bench.measure_problem(problem, cands, repeats, memory=False, say=say)
 
 
 _PROBE = """
@@ -245,9 +81,8 @@ import json, resource, sys, time
 start = time.perf_counter()
 import torch
 torch.set_num_threads(1)
-sys.path.insert(0, "scripts")
-import bench_fast_path as b
 import physid
+from physid.app.bench_gradients import build_problem
 from physid.compiled import compile_stats
 
 
@@ -256,14 +91,13 @@ def cpu():
     return a.ru_utime + a.ru_stime + c.ru_utime + c.ru_stime
 
 
-p = b.build_problem(PROBLEM, reference=False)
-model = p["make_model"]()
+p = build_problem(PROBLEM, reference=False)
+model = p.make_model()
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 ready, ready_cpu = time.perf_counter(), cpu()
 for epoch in range(EPOCHS):
-    ys = physid.odeint(model, p["y0"], p["t"], method=METHOD, rtol=p["rtol"], atol=p["atol"],
-                       compile=True)
-    loss = p["loss_fn"](ys)
+    ys = physid.odeint(model, p.y0, p.t, method=METHOD, rtol=p.rtol, atol=p.atol, compile=True)
+    loss = p.loss_fn(ys)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -313,15 +147,11 @@ def compile_probes(problem: str, epochs: int) -> dict[str, Any]:
 
 
 _MAIN_JOB = """
-import functools, json, sys, time
+import json, sys, time
 start = time.perf_counter()
-import physid
-if COMPILE:
-    # until the CLI has --compile: the experiment calls physid.odeint(...) at call time
-    physid.odeint = functools.partial(physid.odeint, compile=True)
 from physid.app.cli import main
 sys.argv = ["physid", "fit", "three-body", "--method", "aca", "--epochs", "100",
-            "--runs-dir", RUNS, "--run-name", NAME]
+            "--runs-dir", RUNS, "--run-name", NAME, COMPILE, "--no-progress"]
 try:
     main()
 except SystemExit as exc:
@@ -332,33 +162,31 @@ print(json.dumps({"process_seconds": time.perf_counter() - start}))
 
 
 def main_job(cache_dir: str) -> dict[str, Any]:
-    """``physid fit three-body --method aca`` (100 epochs) eagerly and compiled, the compiled
-    fit in a new process with an empty Inductor cache (cold) and again (warm); the run's
-    ``summary.json`` seconds and the process's."""
+    """``physid fit three-body --method aca`` (100 epochs) with ``--no-compile`` and with
+    ``--compile`` (its default), the compiled fit in a new process with an empty Inductor cache
+    (cold) and again (warm); the run's ``summary.json`` seconds and the process's."""
     runs = tempfile.mkdtemp(prefix="physid-fastpath-runs-")
     out: dict[str, Any] = {}
-    for name, compile in (
-        ("eager", False),
-        ("compiled, cold cache", True),
-        ("compiled, warm cache", True),
+    for name, flag in (
+        ("eager (--no-compile)", "--no-compile"),
+        ("compiled, cold cache", "--compile"),
+        ("compiled, warm cache", "--compile"),
     ):
-        code = _MAIN_JOB.replace("COMPILE", str(compile)).replace("RUNS", repr(runs))
-        code = code.replace("NAME", repr(name.replace(",", "").replace(" ", "-")))
+        run_name = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+        code = _MAIN_JOB.replace("COMPILE", repr(flag)).replace("RUNS", repr(runs))
+        code = code.replace("NAME", repr(run_name))
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
-        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
         res = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
         )
         if res.returncode != 0:
             out[name] = {"error": (res.stderr.strip().splitlines() or ["failed"])[-1]}
             continue
-        summary = json.loads(
-            (Path(runs) / name.replace(",", "").replace(" ", "-") / "summary.json").read_text()
-        )
+        summary = json.loads((Path(runs) / run_name / "summary.json").read_text())
         out[name] = {
             "process_seconds": json.loads(res.stdout.strip().splitlines()[-1])["process_seconds"],
             "seconds": summary["seconds"],
-            "train_seconds": summary["train_seconds"],
+            "compile_seconds": summary.get("compile_seconds"),
             "test_mse": summary["test_mse"],
             "nfe_forward": summary["nfe_forward"],
             "masses": summary.get("masses"),
@@ -367,7 +195,7 @@ def main_job(cache_dir: str) -> dict[str, Any]:
     return out
 
 
-def paired_rounds(problem: dict[str, Any], repeats: int, rounds: int) -> dict[str, Any]:
+def paired_rounds(problem: bench.BenchProblem, repeats: int, rounds: int) -> dict[str, Any]:
     """Compiled ``aca`` and diffrax's ``RecursiveCheckpointAdjoint`` timed alternately.
 
     The load of other jobs drifts over minutes; measuring the two in turns, ``rounds`` times
@@ -378,12 +206,12 @@ def paired_rounds(problem: dict[str, Any], repeats: int, rounds: int) -> dict[st
     from physid.bench_jax import PeerSession
 
     cand = physid_candidates(["aca"], compile=True)[0]
-    model = problem["make_model"]()
+    model = problem.make_model()
     params = list(model.parameters())
     out: list[dict[str, float]] = []
     with PeerSession(
-        problem["jax_kind"],
-        problem["jax_arrays"],
+        problem.jax_kind,
+        problem.jax_arrays,
         adjoints=["RecursiveCheckpointAdjoint"],
         repeats=repeats,
     ) as peer:
@@ -391,12 +219,12 @@ def paired_rounds(problem: dict[str, Any], repeats: int, rounds: int) -> dict[st
             m = measure(
                 cand,
                 model,
-                problem["y0"],
-                problem["t"],
-                problem["loss_fn"],
+                problem.y0,
+                problem.t,
+                problem.loss_fn,
                 params,
-                rtol=problem["rtol"],
-                atol=problem["atol"],
+                rtol=problem.rtol,
+                atol=problem.atol,
                 repeats=repeats,
                 memory=False,
                 solve_kwargs={"params": params},
@@ -453,95 +281,54 @@ def run(
     }
     for name in problems:
         print(f"== {name}", flush=True)
-        prob = build_problem(name)
-        rows = measure_candidates(prob, repeats, lambda s: print(s, flush=True))
-        field_s, field_cpu = field_seconds(prob)
-        peer_rows: list[Any] = []
-        paired: dict[str, Any] | None = None
+        prob = bench.build_problem(name)
+        rows = measure_candidates(prob, repeats, lambda line: print(line, flush=True))
+        field_s, field_cpu = bench.field_seconds(prob)
+        entry: dict[str, Any] = {
+            "description": prob.description,
+            "field_seconds": field_s,
+            "field_cpu_seconds": field_cpu,
+        }
         if with_diffrax:
-            from physid.bench_jax import peer_available, peer_measurements, run_peer
+            from physid.bench_jax import peer_available
 
             if peer_available():
-                rep = run_peer(prob["jax_kind"], prob["jax_arrays"], repeats=repeats)
-                peer_rows = peer_measurements(rep, [r.numpy() for r in prob["reference"]])
+                peer_rows, peer_env = bench.diffrax_rows(prob, repeats)
                 for r in peer_rows:
-                    acc = r.steps_forward or 0
-                    r.extra["nfe_estimate"] = r.nfe_forward + 6 * acc
                     jit_s = r.extra["compile_seconds"]
                     print(f"  {r.candidate:34s} {r.seconds:.5f} s  (jit {jit_s:.1f} s)")
+                rows += peer_rows
+                results["environment"]["diffrax"] = {
+                    k: v for k, v in peer_env.items() if "field" not in k
+                }
                 if rounds:
-                    paired = paired_rounds(prob, repeats, rounds)
+                    entry["paired"] = paired_rounds(prob, repeats, rounds)
                     print(
                         f"  paired rounds: aca compiled / diffrax RCA = "
-                        f"{paired['ratio_wall_median']:.2f} wall, "
-                        f"{paired['ratio_cpu_median']:.2f} CPU",
+                        f"{entry['paired']['ratio_wall_median']:.2f} wall, "
+                        f"{entry['paired']['ratio_cpu_median']:.2f} CPU",
                         flush=True,
                     )
             else:
                 print("  diffrax: not installed (pip install physid[bench-jax])")
-        entry = {
-            "description": prob["description"],
-            "field_seconds": field_s,
-            "field_cpu_seconds": field_cpu,
-            "rows": [asdict(r) for r in rows + peer_rows],
-        }
-        if paired is not None:
-            entry["paired"] = paired
-        for r in entry["rows"]:
-            # CPU seconds per evaluation over CPU seconds of one bare evaluation (CPU time is
-            # what load from other jobs disturbs least)
-            nfe = r["extra"].get("nfe_estimate") or (r["nfe_forward"] + r["nfe_backward"])
-            own_field = r["extra"].get("field_cpu_seconds", field_cpu)
-            secs = r.get("cpu_seconds") or r["seconds"]
-            r["overhead_ratio"] = secs / max(nfe, 1) / own_field if nfe and own_field else None
-        entry["ratios"] = _ratios(entry["rows"])
-        entry["ratios_cpu"] = _ratios(entry["rows"], "cpu_seconds")
+        bench.add_overhead_ratios(rows, field_cpu)
+        entry["rows"] = [asdict(r) for r in rows]
+        entry["ratios"] = bench.ratios(rows)
+        entry["ratios_cpu"] = bench.ratios(rows, "cpu_seconds")
         if warm_check:
             print("  cold and warm processes (compiled aca, 100 fitting steps)", flush=True)
             entry["processes"] = compile_probes(name, 100)
         results["problems"][name] = entry
         results["environment"]["load_average_end"] = os.getloadavg()
-        (out_dir / "fast_path.json").write_text(json.dumps(_jsonable(results), indent=1))
+        save_json(out_dir / "fast_path.json", bench.jsonable(results))
     if with_main_job:
         print("== main job", flush=True)
         results["main_job"] = main_job(tempfile.mkdtemp(prefix="physid-fastpath-main-"))
-        (out_dir / "fast_path.json").write_text(json.dumps(_jsonable(results), indent=1))
+        save_json(out_dir / "fast_path.json", bench.jsonable(results))
     (out_dir / "fast_path.md").write_text(markdown(results))
     plot(results, out_dir / "fast_path.png")
     print(markdown(results))
     return results
-
-
-def _ratios(rows: list[dict[str, Any]], key: str = "seconds") -> dict[str, float]:
-    """Compiled ``aca``'s time over each peer's (``key``: wall ``seconds`` or
-    ``cpu_seconds``)."""
-    by = {r["candidate"]: r.get(key) for r in rows}
-    out: dict[str, float] = {}
-    fast = by.get("physid aca (compiled)")
-    if not fast:
-        return out
-    for peer in (
-        "diffrax RecursiveCheckpointAdjoint",
-        "diffrax BacksolveAdjoint",
-        "torchdiffeq odeint",
-        "torchdiffeq odeint_adjoint",
-        "physid aca",
-    ):
-        if by.get(peer):
-            out[f"aca compiled / {peer}"] = fast / by[peer]  # type: ignore[operator]
-    return out
-
-
-def _jsonable(obj: Any) -> Any:
-    import math
-
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -609,9 +396,10 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("main_job"):
         lines += [
             "**main job** — `physid fit three-body --method aca` (100 epochs, known-form model), "
-            "a new process each; `seconds` and `train_seconds` from its `summary.json`",
+            "a new process each; `seconds` (training) and `compile_seconds` from its "
+            "`summary.json`",
             "",
-            "| fit | process s | summary seconds | train seconds | NFE fwd | test MSE |",
+            "| fit | process s | summary seconds | of which compiling | NFE fwd | test MSE |",
             "|---|---|---|---|---|---|",
         ]
         for name, r in results["main_job"].items():
@@ -620,7 +408,7 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             lines.append(
                 f"| {name} | {r['process_seconds']:.1f} | {r['seconds']:.1f} | "
-                f"{r['train_seconds']:.1f} | {r['nfe_forward']} | {r['test_mse']:.6e} |"
+                f"{r.get('compile_seconds') or 0:.1f} | {r['nfe_forward']} | {r['test_mse']:.6e} |"
             )
         lines.append("")
     env = results["environment"]

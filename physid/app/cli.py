@@ -330,9 +330,35 @@ def bench_gradients(
     torchdiffeq: Annotated[
         bool, typer.Option(help="Compare with torchdiffeq when it is installed.")
     ] = True,
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Add physid's compiled fast path on three-body and node (compile seconds "
+            "reported apart, not in the timed median).",
+        ),
+    ] = True,
+    diffrax: Annotated[
+        bool | None,
+        typer.Option(
+            "--diffrax/--no-diffrax",
+            help="Add diffrax (RecursiveCheckpointAdjoint, BacksolveAdjoint) on three-body and "
+            "node, in a one-thread subprocess, jit compile reported apart  [default: on when "
+            "the bench-jax extra is installed]",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Torch threads (default: torch's own; the diffrax peer always uses one)."
+        ),
+    ] = None,
     device: DeviceOption = "auto",
 ) -> None:
-    """Time, NFE, backward memory and gradient error of every gradient method (and torchdiffeq)."""
+    """Time, NFE, backward memory and gradient error of every gradient method, beside
+    physid's compiled fast path, torchdiffeq and diffrax."""
+    import torch
     from rich.console import Console
 
     from physid.app import bench_gradients as bench
@@ -340,6 +366,8 @@ def bench_gradients(
 
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}.")
+    if threads is not None:
+        torch.set_num_threads(threads)
     bench.run(
         out,
         tuple(problems) if problems else bench.PROBLEMS,
@@ -347,6 +375,8 @@ def bench_gradients(
         device=resolve_device(device),
         quick=quick,
         with_torchdiffeq=torchdiffeq,
+        with_compile=compile_,
+        with_diffrax=diffrax,
         console=Console(width=max(Console().width, 150)),
     )
     typer.echo(f"wrote {out / 'gradients.json'}, {out / 'gradients.md'} and plots")

@@ -57,6 +57,11 @@ ENTRIES: tuple[Entry, ...] = (
         "physid.models.experiments.hopper:Hopper",
         "MuJoCo hopper, latent ODE on irregular samples (ACA paper, Table 4).",
     ),
+    Entry(
+        "mujoco",
+        "physid.models.experiments.mujoco:MuJoCo",
+        "Any gymnasium MuJoCo task (--env), latent ODE with the hopper's protocol.",
+    ),
 )
 
 _BY_NAME = {e.name: e for e in ENTRIES}

@@ -231,6 +231,16 @@ class CompiledSolve:
         return ks
 
 
+def _in_dispatch_mode() -> bool:
+    """Whether a (non-infrastructure) ``TorchDispatchMode`` is active."""
+    from torch.utils import _python_dispatch as dispatch
+
+    try:
+        return bool(dispatch.is_in_torch_dispatch_mode(include_infra_modes=False))
+    except TypeError:  # torch < 2.3: no include_infra_modes
+        return bool(dispatch._get_current_dispatch_mode())
+
+
 def prepare(
     func: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t: Tensor, tableau: Any
 ) -> CompiledSolve:
@@ -243,6 +253,10 @@ def prepare(
     key = _func_key(func)
     if key in _FAILED_FUNCS:
         raise CompileUnavailable(_FAILED_FUNCS[key])
+    if _in_dispatch_mode():
+        # TorchDynamo does not trace under a user TorchDispatchMode (a memory or FLOP counter);
+        # the cause is the caller's context, not func: run eagerly now, do not remember it.
+        raise CompileUnavailable("a TorchDispatchMode is active (it cannot be compiled through)")
     if y0.dtype not in (torch.float32, torch.float64):
         raise CompileUnavailable(f"the state dtype {y0.dtype} has no compiled form")
     t0 = torch.tensor(float(t.detach()[0]), dtype=t.dtype, device=y0.device)

@@ -80,7 +80,7 @@ def test_the_registry_rejects_unknown_names() -> None:
     for name in ("../etc", "no-such-system", "", "Three-Body"):
         with pytest.raises(ConfigError, match="knows no system"):
             registry.get(name)
-    assert registry.names() == ("three-body", "acrobot", "hopper")
+    assert registry.names() == ("three-body", "acrobot", "hopper", "mujoco")
     assert registry.names(control=True) == ("acrobot",)
 
 

@@ -292,6 +292,30 @@ def test_independent_batches_fall_back_with_one_warning() -> None:
     torch.testing.assert_close(ys, physid.odeint(f, y0, t, batch="independent"), rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("fresh")
+def test_a_dispatch_mode_falls_back_without_being_remembered() -> None:
+    """Under a TorchDispatchMode (physid.bench's memory counter) TorchDynamo cannot trace:
+    that solve runs eagerly with one warning, and the same function compiles afterwards (the
+    failure is the context's, not the function's)."""
+    from physid.bench import TensorMemory
+
+    def func(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -0.3 * y + 0.1 * torch.sin(y)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with TensorMemory():
+            ys_mode = physid.odeint(func, Y0, T, compile=True)
+    ours = [w for w in caught if issubclass(w.category, CompileFallbackWarning)]
+    assert len(ours) == 1 and "TorchDispatchMode" in str(ours[0].message)
+    before = compile_stats().captures
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        ys = physid.odeint(func, Y0, T, compile=True)
+    assert compile_stats().captures == before + 1
+    torch.testing.assert_close(ys, ys_mode, rtol=1e-12, atol=1e-12)
+
+
 def _decay_grad_k(k: float, y0: torch.Tensor, t: torch.Tensor) -> float:
     return float((y0.sum() * (-t) * torch.exp(-k * t)).sum())
 

@@ -32,6 +32,11 @@ SMALL: dict[str, dict[str, dict[str, Any]]] = {
         "fit": {"preset": "tiny", "epochs": 2},
         "render": {"width": 64, "height": 48},
     },
+    "mujoco": {
+        "simulate": {"env": "Swimmer-v5", "n_trajectories": 6, "n_steps": 12, "window": 8},
+        "fit": {"env": "Swimmer-v5", "preset": "tiny", "epochs": 2},
+        "render": {"width": 64, "height": 48},
+    },
 }
 
 

@@ -169,3 +169,33 @@ def test_experiment_simulate_writes_the_protocol_data_set(tmp_path) -> None:
     assert ds.metadata["system"] == "hopper" and ds.metadata["seed"] == 7
     with pytest.raises(ConfigError):
         SimulateConfig(n_trajectories=1)
+
+
+def test_reference_statistics_come_from_the_full_trajectories() -> None:
+    """The reference normalises the full 200-step trajectories before cutting windows."""
+    params = H.HopperParams(n_steps=40, window=10)
+    ds = H.generate(12, seed=4, params=params)
+    rng = np.random.default_rng(4)
+    qpos, qvel = H.sample_initial_states(12, rng, params)
+    full = H.simulate_batch(qpos, qvel, params.n_steps)
+    ref = H.normalisation_of(ds, "reference")
+    expected = H.normalisation_stats(full, "reference")
+    np.testing.assert_allclose(ref["offset"], expected["offset"])
+    np.testing.assert_allclose(ref["scale"], expected["scale"])
+    # the windows alone have a smaller range on some feature (so the difference is real)
+    assert (np.asarray(ref["offset"]) < ds.y.min(axis=(0, 1)) - 1e-9).any()
+    assert ds.metadata["format_version"] == H.FORMAT_VERSION
+
+
+def test_old_reference_statistics_ask_to_resimulate() -> None:
+    from physid.data import TrajectoryDataset
+
+    ds = H.generate(6, seed=0, params=H.HopperParams(n_steps=20, window=10))
+    meta = dict(ds.metadata)
+    norm = dict(meta["normalisation"])
+    norm["reference"] = {k: v for k, v in norm["reference"].items() if k != "over"}
+    meta["normalisation"] = norm
+    old = TrajectoryDataset(t=ds.t, y=ds.y, metadata=meta)
+    with pytest.raises(DataError, match="re-simulate"):
+        H.normalisation_of(old, "reference")
+    assert H.normalisation_of(old, "minmax")["scheme"] == "minmax"  # still usable

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from physid.models import latent_fit as LF
 from physid.models.experiments import hopper
 from physid.models.latent_ode import (
     PRESET_SIZES,
@@ -378,3 +379,90 @@ def test_cli_simulate_fit_evaluate_render(tmp_path, hopper_data, fitted_run) -> 
     assert res.exit_code == 1
     res = runner.invoke(app, ["fit", "hopper", "--model", "lstm", "--data", str(hopper_data)])
     assert res.exit_code == 1 and "latent-ode" in res.output
+
+
+def test_extrapolation_fit_scores_the_second_half_beside_its_baselines(
+    tmp_path, hopper_data
+) -> None:
+    run = EXP.fit(_tiny_config(tmp_path, hopper_data, epochs=1, task="extrapolation", observed=0.2))
+    assert run.name == "hopper-latent-ode-tiny-extrap-obs20-aca-0"
+    obs, target = np.load(run / "test_mask.npy"), np.load(run / "test_target.npy")
+    assert (obs.sum(axis=1) == 10).all() and not obs[:, 50:].any()
+    assert not target[:, :50].any() and target[:, 50:].all()
+    summary = run.read_summary()
+    assert summary["task"] == "extrapolation" and summary["paper_test_mse_e2"] is None
+    assert set(summary["baselines"]) == {
+        "observed_mean",
+        "last_value",
+        "linear_extrapolation_last_two",
+        "linear_extrapolation_least_squares",
+    }
+    for name, value in summary["baselines"].items():
+        assert summary["ratio_to"][name] == pytest.approx(summary.test_mse / value)
+        assert (name in summary["beats"]) == (summary.test_mse < value)
+    # the test MSE covers the second half only: the model's own number, recomputed
+    cfg, model, data, obs_t, target_t, _ = hopper._load_run(run)
+    gen = torch.Generator().manual_seed(cfg.test_mask_seed)
+    again = hopper.test_mse(model, data.test, data.t, obs_t, cfg, target=target_t, generator=gen)
+    assert again == pytest.approx(summary.test_mse, rel=1e-6)
+
+
+def test_interpolation_summary_has_the_baselines(fitted_run) -> None:
+    summary = fitted_run.read_summary()
+    assert set(summary["baselines"]) == {
+        "observed_mean",
+        "least_squares_line",
+        "linear_interpolation",
+    }
+    assert summary["task"] == "interpolation" and math.isfinite(summary["test_mse_posterior_mean"])
+    # the training record shows the forward solver's regime
+    line = fitted_run.read_metrics()[0]
+    assert line["steps_accepted_per_iter"] >= 1 and line["steps_rejected"] >= 0
+    assert line["steps_accepted_max"] >= line["steps_accepted_per_iter"]
+    assert summary["steps_accepted_per_iter"] == pytest.approx(line["steps_accepted_per_iter"])
+
+
+def test_preset_owns_the_training_budget() -> None:
+    paper = hopper.FitConfig(preset="paper")
+    assert (paper.batch_size, paper.lr, paper.lr_decay, paper.lr_min_factor) == (
+        50,
+        1e-2,
+        0.999,
+        0.1,
+    )
+    assert paper.n_samples == 3 and paper.epochs == 300 and paper.n_trajectories == 10_000
+    default = hopper.FitConfig()
+    assert (default.batch_size, default.n_trajectories, default.lr_decay) == (20, 5_000, 0.9997)
+    # 10,000 iterations: 4,000 training trajectories / 20 per batch x 50 epochs
+    assert default.epochs * (default.n_trajectories * 8 // 10) // default.batch_size == 10_000
+    # the learning rate reaches its 1e-3 floor before the end
+    assert LF.iterations_to_floor(default.train_options()) < 10_000
+    # explicit options win over the preset
+    mine = hopper.FitConfig(preset="paper", batch_size=7, lr_decay=1.0)
+    assert (mine.batch_size, mine.lr_decay) == (7, 1.0)
+    with pytest.raises(physid.ConfigError):
+        hopper.FitConfig(task="forecast")
+    with pytest.raises(physid.ConfigError):
+        hopper.FitConfig(task="extrapolation", extrap_split=1.0)
+
+
+def test_warm_start_from_a_run(tmp_path, hopper_data, fitted_run) -> None:
+    """init_from starts a fit from a run's last model instead of a fresh initialisation."""
+    _, source, *_ = hopper._load_run(fitted_run)
+    torch.manual_seed(0)
+    fresh = hopper.build_model(_tiny_config(tmp_path, hopper_data))
+    model = hopper.build_model(_tiny_config(tmp_path, hopper_data))
+    LF.load_initial_state(model, fitted_run.path)
+    for (k, a), b in zip(source.state_dict().items(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    run = EXP.fit(
+        _tiny_config(tmp_path, hopper_data, epochs=1, init_from=str(fitted_run.path), snapshots=1)
+    )
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["epoch_0000.pt", "initial.pt"]
+    initial = torch.load(run / "snapshots" / "initial.pt", weights_only=False)["model"]
+    for k, v in source.state_dict().items():
+        torch.testing.assert_close(initial[k], v, msg=k)
