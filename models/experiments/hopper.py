@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -478,20 +479,38 @@ def _fit(cfg: FitConfig, run: RunDir) -> TrainResult:
     Raises:
         ConfigError, DataError: bad options or data; TrainingError: the loss stayed non-finite.
     """
-    device = cfg.torch_device()
     ds = load_data(cfg)
-    data = _tensors(ds, cfg, device)
+    data = _tensors(ds, cfg, cfg.torch_device())
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
+    return fit_latent(cfg, run, model, data, _config_record(cfg, ds), label="hopper")
+
+
+def fit_latent(
+    cfg: FitConfig,
+    run: RunDir,
+    model: LatentODE,
+    data: LF.WindowData,
+    config: dict[str, Any],
+    *,
+    label: str,
+) -> TrainResult:
+    """Train ``model`` on ``data``'s windows into ``run`` with ``cfg``'s options (the warm start
+    of ``cfg.init_from`` first): the fit of every latent-ODE experiment (hopper, mujoco).
+
+    Args:
+        config: the record written as ``config.json``.
+        label: the progress bar's name of the system.
+    """
     if cfg.init_from is not None:
         LF.load_initial_state(model, cfg.init_from)
-    model = model.to(device)
+    model = model.to(cfg.torch_device())
     return LF.fit_windows(
         model,
         data,
         cfg.train_options(),
         run_dir=run,
-        config=_config_record(cfg, ds),
+        config=config,
         epochs=int(cfg.epochs or 0),
         eval_every=int(cfg.eval_every or 1),
         seed=cfg.seed,
@@ -501,7 +520,7 @@ def _fit(cfg: FitConfig, run: RunDir) -> TrainResult:
         resume_ignore=cfg.RESUME_IGNORE,
         resume_added=cfg.RESUME_ADDED,
         time_limit=cfg.time_limit,
-        description=f"hopper {cfg.method} {cfg.task[:6]} s={cfg.observed}",
+        description=f"{label} {cfg.method} {cfg.task[:6]} s={cfg.observed}",
         snapshots=cfg.snapshots,
     )
 
@@ -522,11 +541,11 @@ def _load_run(
     epoch = load_model_state(model, run, "last")
     model.to(dev).eval()
     data = _tensors(load_data(cfg), cfg, dev)
-    obs, target = _test_masks(run, data, cfg)
+    obs, target = test_masks(run, data, cfg)
     return cfg, model, data, obs.to(dev), target.to(dev), epoch
 
 
-def _test_masks(
+def test_masks(
     run: RunDir, data: LF.WindowData, cfg: FitConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's stored test masks (drawn again from the seed where a file is missing)."""
@@ -560,14 +579,52 @@ def _evaluate(run: RunDir, totals: dict[str, Any]) -> RunSummary:
     posterior-mean reconstruction and the baselines, observed points marked),
     ``plots/loss.png``.
     """
+    loaded = _load_run(run, device="auto")
+    cfg = loaded[0]
+    paper = (
+        PAPER_TABLE4.get(cfg.method, {}).get(round(cfg.observed, 3))
+        if cfg.task == "interpolation"
+        else None
+    )
+    return summarise(
+        run,
+        totals,
+        loaded,
+        system=SYSTEM,
+        labels=H.STATE_NAMES,
+        title="hopper test trajectory 0",
+        extras={"paper_test_mse_e2": paper},
+    )
+
+
+def summarise(
+    run: RunDir,
+    totals: dict[str, Any],
+    loaded: tuple[FitConfig, LatentODE, LF.WindowData, torch.Tensor, torch.Tensor, int],
+    *,
+    system: str,
+    labels: Sequence[str],
+    title: str,
+    extras: dict[str, Any],
+) -> RunSummary:
+    """Score a latent-ODE run (``loaded`` = :func:`_load_run`'s tuple) beside the baselines,
+    draw its plots and return its summary: the evaluation of every latent-ODE experiment.
+
+    Args:
+        totals: :meth:`AbstractExperiment.training_totals` of the run.
+        labels: the state's feature names (the reconstruction plot's panels).
+        title: the start of the reconstruction plot's title (system and test window).
+        extras: the experiment's own summary keys (after ``name``).
+    """
     from physid.evaluate import plot_loss_curve
 
-    cfg, model, data, obs, target, epoch = _load_run(run, device="auto")
+    cfg, model, data, obs, target, epoch = loaded
+    opts = cfg.train_options()
     gen = torch.Generator().manual_seed(cfg.test_mask_seed)
-    scored = LF.evaluate(model, data.test, data.t, obs, target, cfg.train_options(), generator=gen)
+    scored = LF.evaluate(model, data.test, data.t, obs, target, opts, generator=gen)
     with torch.no_grad():
         mean, _ = model.encoder(data.test[:1], obs[:1], data.t)
-        x_mean = model.decode(mean.unsqueeze(0), data.t, **_decode_kwargs(cfg, None))[0, 0]
+        x_mean = model.decode(mean.unsqueeze(0), data.t, **LF.decode_kwargs(opts))[0, 0]
     pct = int(round(100 * cfg.observed))
     LF.plot_reconstruction(
         run.plots / "reconstruction.png",
@@ -577,21 +634,16 @@ def _evaluate(run: RunDir, totals: dict[str, Any]) -> RunSummary:
         target[0],
         x_mean,
         task=cfg.task,
-        labels=H.STATE_NAMES,
-        title=f"hopper test trajectory 0, {cfg.task}, {cfg.method}, {pct}% observed "
-        "(normalised units)",
+        labels=labels,
+        title=f"{title}, {cfg.task}, {cfg.method}, {pct}% observed (normalised units)",
     )
     if run.metrics_path.exists():
         plot_loss_curve(run, run.plots / "loss.png")
     history = run.read_metrics()
-    paper = (
-        PAPER_TABLE4.get(cfg.method, {}).get(round(cfg.observed, 3))
-        if cfg.task == "interpolation"
-        else None
-    )
     mse = float(scored["test_mse"])
-    extras: dict[str, Any] = {
+    record: dict[str, Any] = {
         "name": cfg.name,
+        **extras,
         "observed": cfg.observed,
         "task": cfg.task,
         "preset": cfg.preset,
@@ -601,7 +653,6 @@ def _evaluate(run: RunDir, totals: dict[str, Any]) -> RunSummary:
         "model_evaluated": "last",
         "epoch_evaluated": epoch,
         "test_mse_e2": mse / 1e-2,
-        "paper_test_mse_e2": paper,
         "test_mse_posterior_mean": scored["test_mse_posterior_mean"],
         "baselines": scored["baselines"],
         "ratio_to": scored["ratio_to"],
@@ -613,20 +664,22 @@ def _evaluate(run: RunDir, totals: dict[str, Any]) -> RunSummary:
         "stopped_early": run.load_checkpoint().get("stopped") == "time_limit",
     }
     return RunSummary(
-        system=SYSTEM,
+        system=system,
         model=cfg.model,
         method=cfg.method,
         seed=cfg.seed,
         test_mse=mse,
         train_mse=float(history[-1]["train_mse"]) if history else None,
         **totals,
-        extras=extras,
+        extras=record,
     )
 
 
-def _reconstruct_raw(
+def reconstruct(
     cfg: FitConfig, model: LatentODE, data: LF.WindowData, mask: torch.Tensor, index: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(truth, reconstruction)`` of test window ``index`` in physical units ``(T, D)``: the
+    state decoded from the posterior mean of z0 given the observed points of ``mask``."""
     if not 0 <= index < data.test.shape[0]:
         raise ConfigError(f"test trajectory {index} does not exist (0..{data.test.shape[0] - 1}).")
     with torch.no_grad():
@@ -657,7 +710,7 @@ def _render_run(
         the MP4 path.
     """
     cfg, model, data, mask, _, _ = _load_run(run)
-    truth, pred = _reconstruct_raw(cfg, model, data, mask, index)
+    truth, pred = reconstruct(cfg, model, data, mask, index)
     left = H.render_states(truth[:, :7], width=width, height=height)
     right = H.render_states(pred[:, :7], width=width, height=height, rgba=(0.3, 0.5, 0.8, 1.0))
     return write_video(out, np.concatenate([left, right], axis=2), fps, macro_block_size=8)

@@ -232,36 +232,12 @@ def _config_record(cfg: FitConfig, ds: TrajectoryDataset) -> dict[str, Any]:
 
 def _fit(cfg: FitConfig, run: RunDir) -> TrainResult:
     """Train a latent ODE on a task's windows into ``run`` (the hopper's files and records:
-    :func:`physid.models.experiments.hopper._fit`)."""
-    device = cfg.torch_device()
+    :func:`physid.models.experiments.hopper.fit_latent`)."""
     ds = load_data(cfg)
-    data = _tensors(ds, cfg, device)
+    data = _tensors(ds, cfg, cfg.torch_device())
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, ds.state_dim)
-    if cfg.init_from is not None:
-        LF.load_initial_state(model, cfg.init_from)
-    model = model.to(device)
-    return LF.fit_windows(
-        model,
-        data,
-        cfg.train_options(),
-        run_dir=run,
-        config=_config_record(cfg, ds),
-        epochs=int(cfg.epochs or 0),
-        eval_every=int(cfg.eval_every or 1),
-        seed=cfg.seed,
-        test_mask_seed=cfg.test_mask_seed,
-        progress=cfg.progress,
-        resume=cfg.resume,
-        resume_ignore=cfg.RESUME_IGNORE,
-        resume_added=cfg.RESUME_ADDED,
-        time_limit=cfg.time_limit,
-        description=f"{cfg.env} {cfg.method} {cfg.task[:6]} s={cfg.observed}",
-        snapshots=cfg.snapshots,
-    )
-
-
-# ---- evaluation and videos --------------------------------------------------------------------
+    return HX.fit_latent(cfg, run, model, data, _config_record(cfg, ds), label=cfg.env)
 
 
 def _load_run(
@@ -277,76 +253,23 @@ def _load_run(
     epoch = load_model_state(model, run, "last")
     model.to(dev).eval()
     data = _tensors(ds, cfg, dev)
-    obs, target = LF.fixed_test_masks(data, cfg.train_options(), cfg.test_mask_seed)
-    for name, mask in (("test_mask.npy", "obs"), ("test_target.npy", "target")):
-        if (run / name).exists():
-            loaded = torch.as_tensor(np.load(run / name))
-            obs, target = (loaded, target) if mask == "obs" else (obs, loaded)
-    if obs.shape != data.test.shape[:2] or target.shape != data.test.shape[:2]:
-        raise DataError(f"the test masks of {run} do not match its test set.")
+    obs, target = HX.test_masks(run, data, cfg)
     return cfg, model, data, obs.to(dev), target.to(dev), epoch
 
 
 def _evaluate(run: RunDir, totals: dict[str, Any]) -> RunSummary:
     """Test MSE of a run's last model beside the baselines, and its plots (the hopper's
-    summary keys, :func:`physid.models.experiments.hopper._evaluate`, plus ``env``)."""
-    from physid.evaluate import plot_loss_curve
-
-    cfg, model, data, obs, target, epoch = _load_run(run, device="auto")
-    opts = cfg.train_options()
-    gen = torch.Generator().manual_seed(cfg.test_mask_seed)
-    scored = LF.evaluate(model, data.test, data.t, obs, target, opts, generator=gen)
-    with torch.no_grad():
-        mean, _ = model.encoder(data.test[:1], obs[:1], data.t)
-        x_mean = model.decode(mean.unsqueeze(0), data.t, **LF.decode_kwargs(opts))[0, 0]
-    pct = int(round(100 * cfg.observed))
-    LF.plot_reconstruction(
-        run.plots / "reconstruction.png",
-        data.t,
-        data.test[0],
-        obs[0],
-        target[0],
-        x_mean,
-        task=cfg.task,
-        labels=data.labels,
-        title=f"{cfg.env} test window 0, {cfg.task}, {cfg.method}, {pct}% observed "
-        "(normalised units)",
-    )
-    if run.metrics_path.exists():
-        plot_loss_curve(run, run.plots / "loss.png")
-    history = run.read_metrics()
-    mse = float(scored["test_mse"])
-    extras: dict[str, Any] = {
-        "name": cfg.name,
-        "env": cfg.env,
-        "observed": cfg.observed,
-        "task": cfg.task,
-        "preset": cfg.preset,
-        "solver": cfg.solver,
-        "rtol": cfg.rtol,
-        "atol": cfg.atol,
-        "model_evaluated": "last",
-        "epoch_evaluated": epoch,
-        "test_mse_e2": mse / 1e-2,
-        "test_mse_posterior_mean": scored["test_mse_posterior_mean"],
-        "baselines": scored["baselines"],
-        "ratio_to": scored["ratio_to"],
-        "beats": scored["beats"],
-        "normalisation": cfg.normalisation,
-        "eval_samples": cfg.eval_samples,
-        "n_test": int(data.test.shape[0]),
-        **LF.training_extras(history),
-        "stopped_early": run.load_checkpoint().get("stopped") == "time_limit",
-    }
-    return RunSummary(
+    summary keys, :func:`physid.models.experiments.hopper.summarise`, plus ``env``)."""
+    loaded = _load_run(run, device="auto")
+    cfg, data = loaded[0], loaded[2]
+    return HX.summarise(
+        run,
+        totals,
+        loaded,
         system=SYSTEM,
-        model=cfg.model,
-        method=cfg.method,
-        seed=cfg.seed,
-        test_mse=mse,
-        train_mse=float(history[-1]["train_mse"]) if history else None,
-        **totals,
-        extras=extras,
+        labels=data.labels,
+        title=f"{cfg.env} test window 0",
+        extras={"env": cfg.env},
     )
 
 
@@ -367,13 +290,7 @@ def _render_run(
         the MP4 path.
     """
     cfg, model, data, obs, _, _ = _load_run(run)
-    if not 0 <= index < data.test.shape[0]:
-        raise ConfigError(f"test window {index} does not exist (0..{data.test.shape[0] - 1}).")
-    with torch.no_grad():
-        mean, _ = model.encoder(data.test[index : index + 1], obs[index : index + 1], data.t)
-        x_hat = model.decode(mean, data.t, **LF.decode_kwargs(cfg.train_options()))[0]
-    truth = H.denormalise(data.test[index].double().cpu().numpy(), data.stats)
-    pred = H.denormalise(x_hat.double().cpu().numpy(), data.stats)
+    truth, pred = HX.reconstruct(cfg, model, data, obs, index)
     left = M.render_states(cfg.env, truth, width=width, height=height)
     right = M.render_states(cfg.env, pred, width=width, height=height, rgba=(0.3, 0.5, 0.8, 1.0))
     return write_video(out, np.concatenate([left, right], axis=2), fps, macro_block_size=8)
