@@ -193,6 +193,7 @@ def plot_loss_curve(
     *,
     keys: Sequence[str] | None = None,
     title: str | None = None,
+    xlabel: str = "epoch",
 ) -> Path:
     """Plot metrics against epoch from a ``metrics.jsonl`` file (or its records).
 
@@ -202,6 +203,7 @@ def plot_loss_curve(
         keys: the metrics to draw; by default every numeric one except ``epoch``,
             ``seconds`` and ``lr`` (NFE counts go on a second panel when present).
         title: the figure title.
+        xlabel: what one record is (``"epoch"``; a least-squares fit's records are iterations).
 
     Returns:
         the path written.
@@ -234,7 +236,7 @@ def plot_loss_curve(
                 ax.plot(xs, ys, label=k, marker="." if len(ys) < 50 else None)
         if positive and ks is loss_keys:
             ax.set_yscale("log")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.legend()
         ax.grid(True, alpha=0.3)
     if title:

@@ -839,7 +839,9 @@ def train_least_squares(
     if plot and history:
         from physid.evaluate import plot_loss_curve
 
-        plot_loss_curve(run.metrics_path, run.plots / "loss.png")
+        plot_loss_curve(
+            run.metrics_path, run.plots / "loss.png", xlabel="Levenberg-Marquardt iteration"
+        )
     last_epoch = int(history[-1]["epoch"]) if history else None
     return TrainResult(
         run_dir=run.path,

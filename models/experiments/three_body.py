@@ -979,6 +979,7 @@ def _plot_run(
             plots / "loss.png",
             keys=["loss", "train_mse", *(["nfe_forward", "nfe_backward"] if config.is_ode else [])],
             title=title,
+            xlabel="Levenberg-Marquardt iteration" if config.optimizer == "lm" else "epoch",
         )
     _plot_3d(data, pred, plots / "trajectories_3d.png", title)
 
