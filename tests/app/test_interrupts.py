@@ -123,6 +123,7 @@ def test_an_interrupt_before_the_first_epoch_keeps_nothing(data: Path, tmp_path:
     assert not (run / "model.pt").exists()
 
 
+@pytest.mark.slow  # ~40 s; test_three_body_lm.py resumes an interrupted LM fit in-process
 def test_an_interrupted_lm_fit_resumes_to_the_same_numbers(data: Path, tmp_path: Path) -> None:
     """``--optimizer lm`` (the known-form default): Ctrl-C after two iterations keeps the LM
     state in the checkpoint; the rerun continues it and ends where an uninterrupted fit ends."""
