@@ -191,6 +191,29 @@ def _params_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def _check_same_options(
+    run: RunDir,
+    cfg: Mapping[str, Any],
+    resume_ignore: Collection[str],
+    resume_added: Mapping[str, Any] | None,
+) -> None:
+    """Refuse to resume ``run`` with options other than those in its ``config.json``.
+
+    Raises:
+        ConfigError: an option differs (named), other than ``resume_ignore`` ones.
+    """
+    if not run.config_path.exists():
+        return
+    old_cfg = load_json(run.config_path)
+    if isinstance(old_cfg, dict):
+        changed = _compare_configs(old_cfg, cfg, resume_ignore, resume_added)
+        if changed:
+            raise ConfigError(
+                f"{run} was made with different options ({', '.join(changed)}); "
+                "use a new run directory, or start afresh with --fresh."
+            )
+
+
 def _compare_configs(
     old: Mapping[str, Any],
     new: Mapping[str, Any],
@@ -410,15 +433,7 @@ class _Loop:
                 f"{ckpt.get('select_metric')!r}, not {self.select_mode} {self.select_metric!r}; "
                 "use a new run directory or start afresh."
             )
-        if run.config_path.exists():
-            old_cfg = load_json(run.config_path)
-            if isinstance(old_cfg, dict):
-                changed = _compare_configs(old_cfg, cfg, resume_ignore, resume_added)
-                if changed:
-                    raise ConfigError(
-                        f"{run} was made with different options ({', '.join(changed)}); "
-                        "use a new run directory, or start afresh with --fresh."
-                    )
+        _check_same_options(run, cfg, resume_ignore, resume_added)
         last = ckpt["last"]
         try:
             self.restore(last)
@@ -698,15 +713,7 @@ def train_least_squares(
     history: list[dict[str, Any]] = []
     if resume and run.has_checkpoint():
         ckpt = load_checkpoint(run)
-        if run.config_path.exists():
-            old_cfg = load_json(run.config_path)
-            if isinstance(old_cfg, dict):
-                changed = _compare_configs(old_cfg, cfg, resume_ignore, resume_added)
-                if changed:
-                    raise ConfigError(
-                        f"{run} was made with different options ({', '.join(changed)}); "
-                        "use a new run directory, or start afresh with --fresh."
-                    )
+        _check_same_options(run, cfg, resume_ignore, resume_added)
         last = ckpt.get("last") or {}
         if not isinstance(last.get("lm_state"), dict):
             raise ConfigError(
