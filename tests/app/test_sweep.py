@@ -110,6 +110,17 @@ def test_every_system_expands_with_its_defaults(tmp_path, system):
     assert config_cls.from_dict(job.config).run_dir.path == Path(job.run_dir)
 
 
+def test_a_default_method_resolves_per_job(tmp_path):
+    """Without a methods axis three-body's method "auto" resolves per model (forward and
+    Levenberg-Marquardt for the known-form model, aca for a neural ODE): the job's name, cell
+    and options say what it runs."""
+    jobs = sweep.expand(sweep.make_grid(["three-body"], models=["ode", "node"]), tmp_path)
+    assert [j.name for j in jobs] == ["three-body-ode-forward-0", "three-body-node-aca-0"]
+    assert [j.cell["method"] for j in jobs] == ["forward", "aca"]
+    assert [j.config["method"] for j in jobs] == ["forward", "aca"]
+    assert all(j.config["run_name"] == j.name for j in jobs)
+
+
 def test_a_model_the_system_does_not_fit(tmp_path):
     # no methods axis: the job takes the Config's default method (three-body's is "auto")
     message = "job three-body-gru-auto-0: model must be one of ode, .*, got 'gru'"

@@ -156,26 +156,32 @@ def _system_jobs(grid: Grid, system: str, runs: Path, cwd: str) -> list[Job]:
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise ConfigError(f"seeds must be integers, got {seed!r}.")
             chosen = dict(zip(extra, values, strict=True))
-            name = "-".join(
-                [system, name_part(model), name_part(method)]
-                + [f"{k}{name_part(v)}" for k, v in chosen.items()]
-                + [str(seed)]
-            )
+            run_method = method
+            config: dict[str, Any] = {**options, **chosen}
+            config.update(model=model, method=method, seed=seed, progress=False)
+            config.setdefault("threads", 1)  # one process per job: one thread each
+            name = _job_name(system, model, method, chosen, seed)
+            config = to_jsonable({**config, "runs_dir": str(runs), "run_name": name})
+            built = _validate(config_cls, name, config)
+            # a default such as three-body's method "auto" resolves per job (to "forward" for
+            # the known-form model, "aca" otherwise): the job is named and filed by what it runs
+            resolved = getattr(built, "method", method)
+            if resolved != method:
+                run_method = resolved
+                name = _job_name(system, model, run_method, chosen, seed)
+                config.update(method=run_method, run_name=name)
+                _validate(config_cls, name, config)
             if name in jobs:
                 raise ConfigError(
                     f"two jobs of the grid would share the run folder {name!r}; "
                     "remove the duplicate values."
                 )
-            config: dict[str, Any] = {**options, **chosen}
-            config.update(model=model, method=method, seed=seed, progress=False)
-            config.setdefault("threads", 1)  # one process per job: one thread each
-            config.update(runs_dir=str(runs), run_name=name)
-            config = to_jsonable(config)
-            _validate(config_cls, name, config)
             jobs[name] = Job(
                 name=name,
                 system=system,
-                cell=to_jsonable({"system": system, "model": model, "method": method, **chosen}),
+                cell=to_jsonable(
+                    {"system": system, "model": model, "method": run_method, **chosen}
+                ),
                 seed=int(seed),
                 config=config,
                 run_dir=str(runs / name),
@@ -184,10 +190,19 @@ def _system_jobs(grid: Grid, system: str, runs: Path, cwd: str) -> list[Job]:
     return list(jobs.values())
 
 
-def _validate(config_cls: Any, job: str, config: Mapping[str, Any]) -> None:
-    """Build the job's Config; its error names the job."""
+def _job_name(system: str, model: Any, method: Any, chosen: Mapping[str, Any], seed: int) -> str:
+    """A job's run folder name: ``<system>-<model>-<method>[-<axis><value>...]-<seed>``."""
+    return "-".join(
+        [system, name_part(model), name_part(method)]
+        + [f"{k}{name_part(v)}" for k, v in chosen.items()]
+        + [str(seed)]
+    )
+
+
+def _validate(config_cls: Any, job: str, config: Mapping[str, Any]) -> Any:
+    """Build the job's Config (returned); its error names the job."""
     try:
-        config_cls.from_dict(config)
+        return config_cls.from_dict(config)
     except ConfigError as exc:
         raise ConfigError(f"job {job}: {exc}") from exc
     except PhysidError:
