@@ -406,13 +406,9 @@ def plot_reconstruction(
             ax.legend(fontsize="x-small")
     if title:
         fig.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from physid._io import atomic_write
+    from physid.evaluate import save_figure
 
-    with atomic_write(out, "wb") as fh:
-        fig.savefig(fh, format=out.suffix.lstrip(".") or "png", dpi=110)
-    return out
+    return save_figure(fig, path, dpi=110)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from physid._io import read_jsonl
 from physid.errors import ConfigError
 
 __all__ = [
+    "save_figure",
     "squared_error_over_time",
     "mse_over_time",
     "mse",
@@ -129,13 +130,15 @@ def _figure(width: float = 7.0, height: float = 4.0) -> Any:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
+    """Write a matplotlib figure atomically (format from the suffix, PNG without one; the
+    parent folder is created)."""
     from physid._io import atomic_write
 
     out = Path(path)
     fmt = out.suffix.lstrip(".").lower() or "png"
     with atomic_write(out, "wb") as fh:
-        fig.savefig(fh, format=fmt, dpi=120)
+        fig.savefig(fh, format=fmt, dpi=dpi)
     return out
 
 
@@ -184,7 +187,7 @@ def plot_error_vs_time(
     if errors:
         ax.legend()
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss_curve(
@@ -241,7 +244,7 @@ def plot_loss_curve(
         ax.grid(True, alpha=0.3)
     if title:
         axes[0].set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trajectories(
@@ -306,4 +309,4 @@ def plot_trajectories(
             ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
