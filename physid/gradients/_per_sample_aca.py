@@ -35,7 +35,7 @@ from physid.gradients._per_sample import (
     forward_solve_per_sample,
     record_backward,
 )
-from physid.gradients.base import Problem, freed_graph_error
+from physid.gradients.base import Problem, add_grads, param_grads, vjp
 
 __all__ = ["solve_aca_per_sample"]
 
@@ -205,33 +205,17 @@ class _PerSampleACAFunction(torch.autograd.Function):
                 inputs: list[Tensor] = [y_r, *gp]
                 if t_leaf is not None:
                     inputs.append(t_leaf)
-                # retain_graph: a tensor func closes over may have been computed from a parameter
-                # before the solve (k = exp(log_k)); every step's VJP goes through that graph
-                try:
-                    grads = torch.autograd.grad(
-                        outputs, inputs, grads_out, allow_unused=True, retain_graph=True
-                    )
-                except RuntimeError as exc:
-                    freed = freed_graph_error(exc)
-                    if freed is None:
-                        raise
-                    raise freed from exc
+                grads = vjp(outputs, inputs, grads_out)
             next_k1 = ks[0].detach()
             del outputs, y1, ks  # this round's graph goes now, not when the next one is built
             a = grads[0] if grads[0] is not None else torch.zeros_like(a)
-            for acc_g, gr in zip(acc_p, grads[1 : 1 + len(gp)], strict=True):
-                if gr is not None:
-                    acc_g.add_(gr)
-            if acc_t is not None and grads[-1] is not None:
-                acc_t.add_(grads[-1])
+            add_grads(acc_p, acc_t, grads)
             count.accepted += active
         a = a + g[0]
         record_backward(problem.stats, count)
 
-        it = iter(acc_p)
-        grad_params = [next(it) if need else None for need in need_p]
         grad_y0 = a.view(y0.shape) if need_y0 else None
-        return (None, grad_y0, acc_t, *grad_params)
+        return (None, grad_y0, acc_t, *param_grads(acc_p, need_p))
 
 
 def solve_aca_per_sample(problem: Problem) -> Tensor:

@@ -39,7 +39,7 @@ from physid.gradients._per_sample import (
     record_backward,
     sample_tolerances,
 )
-from physid.gradients.base import Problem, freed_graph_error
+from physid.gradients.base import Problem, vjp
 
 if TYPE_CHECKING:
     from physid.gradients.adjoint import AdjointMethod
@@ -92,38 +92,21 @@ class _PerSampleAdjointFunction(torch.autograd.Function):
                 y = z[:, :n].reshape(shape).detach().requires_grad_(True)
                 a = z[:, n : 2 * n]
                 f = func(tt, y)
-                # retain_graph: a tensor func closes over may have been computed from a
-                # parameter before the solve (k = exp(log_k)); every VJP goes through that graph
-                try:
-                    if gp:
-                        cot = -(eye[:, :, None] * a[None, :, :]).reshape(B, *shape)
-                        vjp = torch.autograd.grad(
-                            f,
-                            (y, *gp),
-                            cot,
-                            allow_unused=True,
-                            retain_graph=True,
-                            is_grads_batched=True,
-                        )
-                        rows = torch.arange(B, device=dev)
-                        vy = vjp[0]
-                        vjp_y = (
-                            torch.zeros(B, n, dtype=dtype, device=dev)
-                            if vy is None
-                            else vy.reshape(B, B, n)[rows, rows]
-                        )
-                        vjp_p = [_flat(v, B, p).to(dtype) for v, p in zip(vjp[1:], gp, strict=True)]
-                    else:
-                        (vy,) = torch.autograd.grad(
-                            f, (y,), -a.reshape(shape), allow_unused=True, retain_graph=True
-                        )
-                        vjp_y = _flat(vy, B, y[0])
-                        vjp_p = []
-                except RuntimeError as exc:
-                    freed = freed_graph_error(exc)
-                    if freed is None:
-                        raise
-                    raise freed from exc
+                if gp:
+                    cot = -(eye[:, :, None] * a[None, :, :]).reshape(B, *shape)
+                    vj = vjp(f, (y, *gp), cot, batched=True)
+                    rows = torch.arange(B, device=dev)
+                    vy = vj[0]
+                    vjp_y = (
+                        torch.zeros(B, n, dtype=dtype, device=dev)
+                        if vy is None
+                        else vy.reshape(B, B, n)[rows, rows]
+                    )
+                    vjp_p = [_flat(v, B, p).to(dtype) for v, p in zip(vj[1:], gp, strict=True)]
+                else:
+                    (vy,) = vjp(f, (y,), -a.reshape(shape))
+                    vjp_y = _flat(vy, B, y[0])
+                    vjp_p = []
             return torch.cat([f.reshape(B, n), vjp_y, *vjp_p], 1)
 
         tf = t.detach().cpu().tolist()

@@ -31,8 +31,10 @@ from physid.gradients._per_sample_aca import solve_aca_per_sample
 from physid.gradients.base import (
     AbstractGradientMethod,
     Problem,
+    add_grads,
     forward_solve,
-    freed_graph_error,
+    param_grads,
+    vjp,
 )
 from physid.solvers.rk import GraphRKStepper
 
@@ -129,35 +131,19 @@ class _ACAFunction(torch.autograd.Function):
                 inputs: list[Tensor] = [y_i, *gp]
                 if t_leaf is not None:
                     inputs.append(t_leaf)
-                # retain_graph: a tensor func closes over may have been computed from a parameter
-                # before the solve (k = exp(log_k)); every step's VJP goes through that graph
-                try:
-                    grads = torch.autograd.grad(
-                        outputs, inputs, grads_out, allow_unused=True, retain_graph=True
-                    )
-                except RuntimeError as exc:
-                    freed = freed_graph_error(exc)
-                    if freed is None:
-                        raise
-                    raise freed from exc
+                grads = vjp(outputs, inputs, grads_out)
             next_k1 = ks[0].detach()
             del outputs, y1, ks  # this step's graph goes now, not when the next one is built
-            a = grads[0]
-            for acc, gr in zip(acc_p, grads[1 : 1 + len(gp)], strict=True):
-                if gr is not None:
-                    acc.add_(gr)
-            if acc_t is not None and grads[-1] is not None:
-                acc_t.add_(grads[-1])
+            a = grads[0] if grads[0] is not None else torch.zeros_like(a)
+            add_grads(acc_p, acc_t, grads)
             count.accepted += 1
         a = a + g[0]
         st = problem.stats
         st.nfe_backward += count.nfe
         st.backward_steps_accepted += count.accepted
 
-        it = iter(acc_p)
-        grad_params = [next(it) if need else None for need in need_p]
         grad_y0 = a.view(y0.shape) if need_y0 else None
-        return (None, grad_y0, acc_t, *grad_params)
+        return (None, grad_y0, acc_t, *param_grads(acc_p, need_p))
 
 
 def _compiled_backward(

@@ -43,7 +43,7 @@ from physid.gradients.base import (
     AbstractGradientMethod,
     Problem,
     forward_solve,
-    freed_graph_error,
+    vjp,
 )
 from physid.solvers.rk import RKStepper
 
@@ -87,17 +87,9 @@ class _AdjointFunction(torch.autograd.Function):
                 y = z[:n].view(shape).detach().requires_grad_(True)
                 a = z[n : 2 * n].view(shape)
                 f = func(tt, y)
-                # retain_graph: a tensor func closes over may have been computed from a
-                # parameter before the solve (k = exp(log_k)); every VJP goes through that graph
-                try:
-                    vjp = torch.autograd.grad(f, (y, *gp), -a, allow_unused=True, retain_graph=True)
-                except RuntimeError as exc:
-                    freed = freed_graph_error(exc)
-                    if freed is None:
-                        raise
-                    raise freed from exc
-            parts = [f.reshape(-1), _flat(vjp[0], y)]
-            parts.extend(_flat(v, p).to(dtype) for v, p in zip(vjp[1:], gp, strict=True))
+                vj = vjp(f, (y, *gp), -a)
+            parts = [f.reshape(-1), _flat(vj[0], y)]
+            parts.extend(_flat(v, p).to(dtype) for v, p in zip(vj[1:], gp, strict=True))
             return torch.cat(parts)
 
         tf = t.tolist()

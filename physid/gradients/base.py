@@ -4,7 +4,7 @@ differentiates."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,9 @@ __all__ = [
     "captured_leaves",
     "probe",
     "freed_graph_error",
+    "vjp",
+    "add_grads",
+    "param_grads",
 ]
 
 
@@ -220,3 +223,51 @@ def freed_graph_error(exc: RuntimeError) -> ConfigError | None:
         "already freed, so no gradient can reach what it was computed from; compute it inside "
         "func or anew before odeint, or pass the tensors to differentiate as params="
     )
+
+
+def vjp(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    grad_outputs: Tensor | Sequence[Tensor],
+    *,
+    batched: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad`` as every backward pass calls it (unused inputs give ``None``).
+
+    The graph is retained: a tensor ``func`` closes over may have been computed from a parameter
+    before the solve (``k = exp(log_k)``), and every step's VJP goes through that one graph.
+
+    Raises:
+        ConfigError: that captured tensor's graph was freed by an earlier ``backward()``.
+    """
+    try:
+        return torch.autograd.grad(
+            outputs,
+            inputs,
+            grad_outputs,
+            allow_unused=True,
+            retain_graph=True,
+            is_grads_batched=batched,
+        )
+    except RuntimeError as exc:
+        freed = freed_graph_error(exc)
+        if freed is None:
+            raise
+        raise freed from exc
+
+
+def add_grads(
+    acc_p: Sequence[Tensor], acc_t: Tensor | None, grads: Sequence[Tensor | None]
+) -> None:
+    """Add one step's VJP ``(a, *param grads[, t grad])`` into the running sums, in place."""
+    for acc, gr in zip(acc_p, grads[1 : 1 + len(acc_p)], strict=True):
+        if gr is not None:
+            acc.add_(gr)
+    if acc_t is not None and grads[-1] is not None:
+        acc_t.add_(grads[-1])
+
+
+def param_grads(acc_p: Sequence[Tensor], need_p: Sequence[bool]) -> list[Tensor | None]:
+    """The parameter gradients for ``autograd.Function.backward``: ``None`` where none is wanted."""
+    it = iter(acc_p)
+    return [next(it) if need else None for need in need_p]

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from physid.controllers.norms import BlockNorm
 from physid.errors import ConfigError
 from physid.gradients._loop import Count, GraphFreeArithmetic, Tolerances, integrate
-from physid.gradients.base import AbstractGradientMethod, Problem, freed_graph_error
+from physid.gradients.base import AbstractGradientMethod, Problem, vjp
 from physid.solvers.rk import RKStepper, check_derivative
 
 __all__ = [
@@ -214,22 +214,7 @@ class _TangentRHS:
             else:
                 leaves = self.params
                 fy = self._f_flat(t, y_)
-            try:
-                # retain_graph: a captured non-leaf (k = exp(log_k)) links every evaluation to
-                # the one graph of k, which must survive them all
-                grads = torch.autograd.grad(
-                    fy,
-                    [y_, *leaves],
-                    self._eye_n,
-                    is_grads_batched=True,
-                    allow_unused=True,
-                    retain_graph=True,
-                )
-            except RuntimeError as exc:
-                freed = freed_graph_error(exc)
-                if freed is None:
-                    raise
-                raise freed from exc
+            grads = vjp(fy, [y_, *leaves], self._eye_n, batched=True)
         jy = grads[0]
         out = torch.empty((1 + self.m, self.n), dtype=Y.dtype, device=Y.device)
         out[0] = fy.detach()
