@@ -13,7 +13,7 @@ __all__ = ["initial_step"]
 
 
 def initial_step(
-    f: Callable[[Tensor | float, Tensor], Tensor],
+    f: Callable[[Tensor, Tensor], Tensor],
     t0: Tensor | float,
     y0: Tensor,
     f0: Tensor,
@@ -21,7 +21,7 @@ def initial_step(
     order: int,
     rtol: float | Tensor,
     atol: float | Tensor,
-    norm: AbstractNorm,
+    norm: AbstractNorm | Callable[[Tensor], Tensor],
 ) -> Tensor:
     """A first step size (positive, a 0-d tensor) from one extra evaluation of ``f``.
 
@@ -35,14 +35,17 @@ def initial_step(
         y0, f0: flat state and derivative at ``t0``.
         direction: +1 or -1, the direction of integration.
         order: the order of the method.
+        norm: the scaled norm; batched rows ``(B, n)`` work with a norm that reduces each row
+            (``t0`` a number or ``(B,)``, the result ``(B,)``: each sample its own step).
     """
     scale = atol + torch.abs(y0) * rtol
     d0 = norm(y0 / scale)
     d1 = norm(f0 / scale)
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
-    y1 = y0 + direction * h0 * f0
-    f1 = f(t0 + direction * h0, y1)
+    dh = direction * h0
+    y1 = y0 + dh.unsqueeze(-1) * f0
+    f1 = f(t0 + dh, y1)
     d2 = norm((f1 - f0) / scale) / h0
     dmax = torch.maximum(d1, d2)
     h1 = torch.where(

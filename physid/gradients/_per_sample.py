@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from physid.controllers.base import AbstractController, Scalar
+from physid.controllers.initial_step import initial_step
 from physid.controllers.norms import AbstractNorm, BlockNorm, RMSNorm
 from physid.controllers.pi import IController, PIController
 from physid.errors import ConfigError, SolverError, SolverStatus
@@ -154,22 +155,7 @@ def initial_step_rows(
     Returns:
         ``(B,)`` positive step sizes, each from its sample's own norms.
     """
-    scale = atol + torch.abs(y0) * rtol
-    d0 = row_norm(norm, y0 / scale)
-    d1 = row_norm(norm, f0 / scale)
-    small = (d0 < 1e-5) | (d1 < 1e-5)
-    h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
-    dh = direction * h0
-    y1 = y0 + dh[:, None] * f0
-    f1 = f(t0 + dh, y1)
-    d2 = row_norm(norm, (f1 - f0) / scale) / h0
-    dmax = torch.maximum(d1, d2)
-    h1 = torch.where(
-        dmax <= 1e-15,
-        torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
-        (0.01 / dmax.clamp_min(1e-300)) ** (1.0 / (order + 1)),
-    )
-    return torch.minimum(100 * h0, h1)
+    return initial_step(f, t0, y0, f0, direction, order, rtol, atol, lambda x: row_norm(norm, x))
 
 
 class _BatchStepperBase(StepperBase):
