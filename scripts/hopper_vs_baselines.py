@@ -12,6 +12,7 @@ Run one at a time on a shared CPU (each fit uses ``--threads`` threads, 1 by def
 Examples:
     python scripts/hopper_vs_baselines.py --seeds 0,1,2                      # interpolation
     python scripts/hopper_vs_baselines.py --task extrapolation --seeds 0,1,2
+    python scripts/hopper_vs_baselines.py --seeds 0,1,2 --collect --runs-dir runs   # tables only
     python scripts/hopper_vs_baselines.py --preset tiny --epochs 1 --n-trajectories 20 \\
         --out /tmp/t --runs-dir /tmp/r                                       # smoke test
 """
@@ -62,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output folder (default bench_results/hopper_…)")
     p.add_argument("--snapshots", type=int, default=0, help="model snapshots along each fit")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="fit nothing: read the finished runs' summary.json (each run made by this script or "
+        "by the matching `physid fit hopper` command) and write the tables",
+    )
     return p.parse_args(argv)
 
 
@@ -118,8 +125,15 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 progress=not args.no_progress,
             )
             t0 = time.perf_counter()
-            run = EXPERIMENT.fit(cfg)  # fits, then evaluates (summary.json)
+            if args.collect:
+                run = cfg.run_dir
+                if not (run.path / "summary.json").exists():
+                    raise SystemExit(f"{run.path} has no summary.json: fit it first.")
+            else:
+                run = EXPERIMENT.fit(cfg)  # fits, then evaluates (summary.json)
             summary = run.read_summary().to_dict()
+            if summary.get("interrupted"):
+                raise SystemExit(f"{run.path} is unfinished: run its fit again to resume it.")
             rec = {
                 "task": args.task,
                 "method": args.method,
@@ -127,7 +141,8 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "seed": seed,
                 "run_dir": str(run),
                 "wall_seconds_this_call": time.perf_counter() - t0,
-                **{k: summary.get(_SUMMARY_NAME.get(k, k)) for k in _KEYS},
+                # summaries written before the per-iteration names keep the means under k
+                **{k: summary.get(_SUMMARY_NAME.get(k, k), summary.get(k)) for k in _KEYS},
             }
             records.append(rec)
             base = rec["baselines"] or {}
