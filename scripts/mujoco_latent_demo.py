@@ -51,6 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index", type=int, default=0, help="the test window to render")
     p.add_argument("--out", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--time-limit", type=float, default=None, help="stop the fit after the epoch passing this"
+    )
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="fit nothing: render and tabulate the finished run these options name",
+    )
     return p.parse_args(argv)
 
 
@@ -102,10 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir=args.runs_dir,
         data_dir=args.data_dir,
         progress=not args.no_progress,
+        time_limit=args.time_limit,
     )
     t0 = time.perf_counter()
     exp = MX.MuJoCo()
-    run = exp.fit(cfg)  # fits, then evaluates (summary.json, plots/)
+    if args.collect:
+        run = cfg.run_dir
+        if not (run.path / "summary.json").exists():
+            raise SystemExit(f"{run.path} has no summary.json: fit it first.")
+    else:
+        run = exp.fit(cfg)  # fits, then evaluates (summary.json, plots/)
     summary = run.read_summary().to_dict()
     video = exp.render(run, run / f"{env}_truth_vs_model.mp4", index=args.index)
     out.mkdir(parents=True, exist_ok=True)
