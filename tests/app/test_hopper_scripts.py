@@ -1,0 +1,75 @@
+"""The hopper table scripts on the tiny preset: ``--collect`` tabulates finished runs exactly as
+the fitting call did, and ``reproduce_table4.py --warm-from-epoch`` continues every method from
+its cell's ACA snapshot at the learning-rate floor (the warm-started Table 4 of
+docs/reproduce-hopper.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from physid.runs import RunDir
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import hopper_vs_baselines  # noqa: E402
+import reproduce_table4  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("hopper_scripts")
+    common = ["--preset", "tiny", "--observed", "0.5", "--seeds", "0", "--no-progress"]
+    common += ["--runs-dir", str(base / "runs"), "--data-dir", str(base / "data")]
+    fit = [*common, "--snapshots", "2", "--out", str(base / "fit")]
+    assert hopper_vs_baselines.main(fit) == 0
+    return {"base": base, "common": common}  # type: ignore[dict-item]
+
+
+def test_collect_tabulates_the_finished_runs_as_the_fit_did(tiny) -> None:
+    base: Path = tiny["base"]
+    common = tiny["common"]
+    assert hopper_vs_baselines.main([*common, "--collect", "--out", str(base / "collect")]) == 0
+    fitted = json.loads((base / "fit" / "table.json").read_text())
+    collected = json.loads((base / "collect" / "table.json").read_text())
+    assert collected["aggregate"] == fitted["aggregate"]
+    assert (base / "collect" / "table.md").read_text() == (base / "fit" / "table.md").read_text()
+    run = RunDir(fitted["runs"][0]["run_dir"])
+    assert fitted["runs"][0]["test_mse"] == run.read_summary().test_mse
+    # a fraction never fitted is refused, nothing is fitted for it
+    with pytest.raises(SystemExit, match="no summary.json"):
+        hopper_vs_baselines.main(
+            [*common, "--observed", "0.2", "--collect", "--out", str(base / "x")]
+        )
+    assert not (base / "runs" / "hopper-latent-ode-tiny-obs20-aca-0").exists()
+
+
+def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny) -> None:
+    base: Path = tiny["base"]
+    common = tiny["common"]
+    warm = [*common, "--warm-from-epoch", "1", "--warm-epochs", "1", "--methods", "naive,aca"]
+    assert reproduce_table4.main([*warm, "--out", str(base / "t4")]) == 0
+    snapshot = base / "runs" / "hopper-latent-ode-tiny-obs50-aca-0" / "snapshots" / "epoch_0000.pt"
+    assert snapshot.exists()
+    table = json.loads((base / "t4" / "table4.json").read_text())
+    for method in ("naive", "aca"):
+        run = RunDir(base / "runs" / "warm" / f"warm-obs50-{method}-s0")
+        config = json.loads((run.path / "config.json").read_text())
+        assert config["init_from"] == str(snapshot)
+        assert config["method"] == method
+        assert (config["lr"], config["lr_decay"], config["kl_wait"]) == (1e-3, 1.0, 0)
+        assert config["epochs"] == 1
+        (rec,) = [r for r in table["runs"] if r["method"] == method]
+        assert rec["test_mse"] == run.read_summary().test_mse
+    # --collect gives the same table without fitting
+    assert reproduce_table4.main([*warm, "--collect", "--out", str(base / "t4c")]) == 0
+    assert (base / "t4c" / "table4.md").read_text() == (base / "t4" / "table4.md").read_text()
+    # a snapshot the source fit never saved is named
+    with pytest.raises(SystemExit, match="epoch_0006.pt does not exist"):
+        reproduce_table4.main([*common, "--warm-from-epoch", "7", "--out", str(base / "t4x")])
