@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
@@ -56,7 +56,6 @@ __all__ = [
     "SampleCount",
     "SampleTrace",
     "row_norm",
-    "initial_step_rows",
     "BatchRKStepper",
     "BatchGraphStepper",
     "BatchArithmetic",
@@ -132,30 +131,6 @@ def row_norm(norm: AbstractNorm, x: Tensor) -> Tensor:
             return x.new_zeros(x.shape[0])
         return parts[0] if len(parts) == 1 else torch.stack(parts, 1).amax(1)
     return torch.vmap(norm)(x)
-
-
-def initial_step_rows(
-    f: Callable[[Tensor, Tensor], Tensor],
-    t0: Tensor | float,
-    y0: Tensor,
-    f0: Tensor,
-    direction: float,
-    order: int,
-    rtol: float | Tensor,
-    atol: float | Tensor,
-    norm: AbstractNorm,
-) -> Tensor:
-    """Hairer's initial step (:func:`physid.controllers.initial_step.initial_step`) per sample.
-
-    Args:
-        f: batched flat dynamics ``f(t (B,), y (B, n)) -> (B, n)``.
-        t0: the initial time (a number or a ``(B,)`` tensor).
-        y0, f0: ``(B, n)`` states and derivatives at ``t0``.
-
-    Returns:
-        ``(B,)`` positive step sizes, each from its sample's own norms.
-    """
-    return initial_step(f, t0, y0, f0, direction, order, rtol, atol, lambda x: row_norm(norm, x))
 
 
 class _BatchStepperBase(StepperBase):
@@ -700,8 +675,17 @@ def integrate_per_sample(
             return stepper.f(func, tt, yy)
 
         t0: Tensor | float = t if isinstance(t, Tensor) else float(times[0])
-        h0 = initial_step_rows(
-            flat_f, t0, y, f0, direction, stepper.tableau.order, tol.rtol, tol.atol, norm
+        # Hairer's first step per sample: each row its own norms
+        h0 = initial_step(
+            flat_f,
+            t0,
+            y,
+            f0,
+            direction,
+            stepper.tableau.order,
+            tol.rtol,
+            tol.atol,
+            lambda x: row_norm(norm, x),
         )
         count.calls += 1
         count.nfe += 1
