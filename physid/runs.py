@@ -370,6 +370,18 @@ class RunDir:
         except DataError:
             return False
 
+    def require_finished(self) -> RunDir:
+        """This run, for reading its results (tables made from finished runs).
+
+        Raises:
+            DataError: it has no summary, or its fit was interrupted.
+        """
+        if not self.has_summary():
+            raise DataError(f"{self.path} has no summary.json: fit it first.")
+        if self.read_summary().interrupted:
+            raise DataError(f"{self.path} is unfinished: run its fit again to resume it.")
+        return self
+
     # ---- finding runs -----------------------------------------------------------------------
 
     @classmethod

@@ -36,6 +36,7 @@ from physid.models.experiments.hopper import OBSERVED_FRACTIONS, FitConfig, Hopp
 
 from physid._io import save_json, write_text_atomic  # noqa: E402
 from physid.baselines import EXTRAPOLATION_BASELINES, INTERPOLATION_BASELINES  # noqa: E402
+from physid.errors import PhysidError  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -125,15 +126,9 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 progress=not args.no_progress,
             )
             t0 = time.perf_counter()
-            if args.collect:
-                run = cfg.run_dir
-                if not (run.path / "summary.json").exists():
-                    raise SystemExit(f"{run.path} has no summary.json: fit it first.")
-            else:
-                run = EXPERIMENT.fit(cfg)  # fits, then evaluates (summary.json)
+            # fits, then evaluates (summary.json); --collect reads a finished run
+            run = cfg.run_dir.require_finished() if args.collect else EXPERIMENT.fit(cfg)
             summary = run.read_summary().to_dict()
-            if summary.get("interrupted"):
-                raise SystemExit(f"{run.path} is unfinished: run its fit again to resume it.")
             rec = {
                 "task": args.task,
                 "method": args.method,
@@ -275,4 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except PhysidError as exc:  # bad input, a run not fitted yet: one sentence
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None

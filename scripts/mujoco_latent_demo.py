@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 from physid.models.experiments import mujoco as MX  # noqa: E402
 
 from physid._io import save_json, write_text_atomic  # noqa: E402
+from physid.errors import PhysidError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,12 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0 = time.perf_counter()
     exp = MX.MuJoCo()
-    if args.collect:
-        run = cfg.run_dir
-        if not (run.path / "summary.json").exists():
-            raise SystemExit(f"{run.path} has no summary.json: fit it first.")
-    else:
-        run = exp.fit(cfg)  # fits, then evaluates (summary.json, plots/)
+    # fits, then evaluates (summary.json, plots/); --collect reads a finished run
+    run = cfg.run_dir.require_finished() if args.collect else exp.fit(cfg)
     summary = run.read_summary().to_dict()
     video = exp.render(run, run / f"{env}_truth_vs_model.mp4", index=args.index)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,4 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except PhysidError as exc:  # bad input, a run not fitted yet: one sentence
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None

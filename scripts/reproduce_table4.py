@@ -48,7 +48,7 @@ from physid.models.experiments.hopper import (  # noqa: E402
 )
 
 from physid._io import save_json, write_text_atomic  # noqa: E402
-from physid.errors import FitInterrupted  # noqa: E402
+from physid.errors import DataError, FitInterrupted, PhysidError  # noqa: E402
 
 METHODS = ("adjoint", "naive", "aca", "seminorm")
 EXPERIMENT = Hopper()
@@ -112,7 +112,7 @@ def config(args: argparse.Namespace, s: float, method: str, seed: int) -> FitCon
     source = FitConfig(**{**common, "method": "aca"}, runs_dir=args.runs_dir)
     snapshot = source.run_dir.path / "snapshots" / f"epoch_{args.warm_from_epoch - 1:04d}.pt"
     if not snapshot.exists():
-        raise SystemExit(
+        raise DataError(
             f"{snapshot} does not exist: fit the cell's ACA run with --snapshots 10 first."
         )
     return FitConfig(
@@ -134,15 +134,9 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
             for method in args.methods:
                 cfg = config(args, s, method, seed)
                 t0 = time.perf_counter()
-                if args.collect:
-                    run = cfg.run_dir
-                    if not (run.path / "summary.json").exists():
-                        raise SystemExit(f"{run.path} has no summary.json: fit it first.")
-                else:
-                    run = EXPERIMENT.fit(cfg)  # fits (or resumes) and evaluates
+                # fits (or resumes) and evaluates; --collect reads a finished run
+                run = cfg.run_dir.require_finished() if args.collect else EXPERIMENT.fit(cfg)
                 summary = run.read_summary()
-                if summary.interrupted:
-                    raise SystemExit(f"{run.path} is unfinished: run its fit again to resume it.")
                 rec = {
                     "method": method,
                     "observed": s,
@@ -268,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except FitInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130
+    except PhysidError as exc:  # bad input, a run not fitted yet: one sentence
+        print(exc, file=sys.stderr)
+        return 1
     agg = aggregate(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from physid.errors import DataError
 from physid.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +44,14 @@ def test_collect_tabulates_the_finished_runs_as_the_fit_did(tiny) -> None:
     run = RunDir(fitted["runs"][0]["run_dir"])
     assert fitted["runs"][0]["test_mse"] == run.read_summary().test_mse
     # a fraction never fitted is refused, nothing is fitted for it
-    with pytest.raises(SystemExit, match="no summary.json"):
+    with pytest.raises(DataError, match="no summary.json"):
         hopper_vs_baselines.main(
             [*common, "--observed", "0.2", "--collect", "--out", str(base / "x")]
         )
     assert not (base / "runs" / "hopper-latent-ode-tiny-obs20-aca-0").exists()
 
 
-def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny) -> None:
+def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny, capsys) -> None:
     base: Path = tiny["base"]
     common = tiny["common"]
     warm = [*common, "--warm-from-epoch", "1", "--warm-epochs", "1", "--methods", "naive,aca"]
@@ -71,5 +72,6 @@ def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny) 
     assert reproduce_table4.main([*warm, "--collect", "--out", str(base / "t4c")]) == 0
     assert (base / "t4c" / "table4.md").read_text() == (base / "t4" / "table4.md").read_text()
     # a snapshot the source fit never saved is named
-    with pytest.raises(SystemExit, match="epoch_0006.pt does not exist"):
-        reproduce_table4.main([*common, "--warm-from-epoch", "7", "--out", str(base / "t4x")])
+    missing = [*common, "--warm-from-epoch", "7", "--out", str(base / "t4x")]
+    assert reproduce_table4.main(missing) == 1
+    assert "epoch_0006.pt does not exist" in capsys.readouterr().err

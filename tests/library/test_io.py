@@ -19,6 +19,7 @@ from physid._io import (
 )
 from physid.device import resolve_device
 from physid.errors import ConfigError, DataError
+from physid.runs import RunDir, RunSummary
 
 
 def test_json_round_trip_and_conversion(tmp_path: Path) -> None:
@@ -96,3 +97,16 @@ def test_atomic_files_get_ordinary_permissions(tmp_path) -> None:  # type: ignor
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_require_finished_names_what_is_missing(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(DataError, match="has no summary.json: fit it first"):
+        run.require_finished()
+    run.path.mkdir()
+    run.write_summary(RunSummary("hopper", "latent-ode", "aca", 0, test_mse=1e-3, interrupted=True))
+    with pytest.raises(DataError, match="unfinished: run its fit again"):
+        run.require_finished()
+    run.write_summary(RunSummary("hopper", "latent-ode", "aca", 0, test_mse=1e-3))
+    assert run.require_finished() is run
+    assert run.require_finished().read_summary().test_mse == 1e-3
