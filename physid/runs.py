@@ -362,13 +362,12 @@ class RunDir:
         save_json(self.summary_path, summary.to_dict())
 
     def is_finished(self) -> bool:
-        """A summary exists and does not say the fit was interrupted."""
-        if not self.has_summary():
-            return False
+        """A summary exists, can be read and does not say the fit was interrupted."""
         try:
-            return not self.read_summary().interrupted
+            self.require_finished()
         except DataError:
             return False
+        return True
 
     def require_finished(self) -> RunDir:
         """This run, for reading its results (tables made from finished runs).

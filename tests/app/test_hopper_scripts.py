@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,13 +25,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
+def tiny(tmp_path_factory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("hopper_scripts")
     common = ["--preset", "tiny", "--observed", "0.5", "--seeds", "0", "--no-progress"]
     common += ["--runs-dir", str(base / "runs"), "--data-dir", str(base / "data")]
     fit = [*common, "--snapshots", "2", "--out", str(base / "fit")]
     assert hopper_vs_baselines.main(fit) == 0
-    return {"base": base, "common": common}  # type: ignore[dict-item]
+    return {"base": base, "common": common}
 
 
 def test_collect_tabulates_the_finished_runs_as_the_fit_did(tiny) -> None:
