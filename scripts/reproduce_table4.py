@@ -15,7 +15,9 @@ Warm start (``--warm-from-epoch E``), where full fits do not fit the CPU budget:
 continues the ACA fit of its (observed, seed) cell — ``hopper-latent-ode-obsNN-aca-SEED`` under
 ``--runs-dir``, fitted with ``--snapshots 10`` — from the snapshot after epoch ``E`` for
 ``--warm-epochs`` epochs at the learning-rate floor (lr 1e-3, no decay, KL weight restarted), as
-``RUNS_DIR/warm/warm-obsNN-METHOD-sSEED``. ``--collect`` fits nothing and tabulates finished runs.
+``RUNS_DIR/warm/warm-obsNN-METHOD-sSEED``; the table then adds one row per cell with the
+snapshot's own test MSE (where all methods began) and each method's change against the adjoint
+from that shared start. ``--collect`` fits nothing and tabulates finished runs.
 
 Examples:
     python scripts/reproduce_table4.py                       # default preset, seed 0
@@ -45,6 +47,7 @@ from physid.models.experiments.hopper import (  # noqa: E402
     PAPER_TABLE4,
     FitConfig,
     Hopper,
+    snapshot_test_mse,
 )
 
 from physid._io import save_json, write_text_atomic  # noqa: E402
@@ -92,9 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def config(args: argparse.Namespace, s: float, method: str, seed: int) -> FitConfig:
-    """The fit of one cell: a full fit, or a warm start from the cell's ACA snapshot."""
-    common = dict(
+def _common(args: argparse.Namespace, s: float, method: str, seed: int) -> dict[str, Any]:
+    return dict(
         observed=s,
         method=method,
         preset=args.preset,
@@ -106,15 +108,31 @@ def config(args: argparse.Namespace, s: float, method: str, seed: int) -> FitCon
         data_dir=args.data_dir,
         progress=not args.no_progress,
     )
-    if args.warm_from_epoch is None:
-        return FitConfig(epochs=args.epochs, runs_dir=args.runs_dir, **common)
-    pct = int(round(100 * s))
-    source = FitConfig(**{**common, "method": "aca"}, runs_dir=args.runs_dir)
+
+
+def warm_source(args: argparse.Namespace, s: float, seed: int) -> tuple[FitConfig, Path]:
+    """The (observed, seed) cell's ACA fit and its snapshot every warm-started method
+    continues from.
+
+    Raises:
+        DataError: the snapshot does not exist.
+    """
+    source = FitConfig(**_common(args, s, "aca", seed), runs_dir=args.runs_dir)
     snapshot = source.run_dir.path / "snapshots" / f"epoch_{args.warm_from_epoch - 1:04d}.pt"
     if not snapshot.exists():
         raise DataError(
             f"{snapshot} does not exist: fit the cell's ACA run with --snapshots 10 first."
         )
+    return source, snapshot
+
+
+def config(args: argparse.Namespace, s: float, method: str, seed: int) -> FitConfig:
+    """The fit of one cell: a full fit, or a warm start from the cell's ACA snapshot."""
+    common = _common(args, s, method, seed)
+    if args.warm_from_epoch is None:
+        return FitConfig(epochs=args.epochs, runs_dir=args.runs_dir, **common)
+    pct = int(round(100 * s))
+    _, snapshot = warm_source(args, s, seed)
     return FitConfig(
         epochs=args.warm_epochs,
         lr=1e-3,
@@ -131,6 +149,11 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     records = []
     for seed in args.seeds:
         for s in args.observed:
+            start: dict[str, Any] = {}
+            if args.warm_from_epoch is not None:  # where every method of the cell begins
+                source, snapshot = warm_source(args, s, seed)
+                mse0 = snapshot_test_mse(source.run_dir.path, snapshot)
+                start = {"start_snapshot": str(snapshot), "start_test_mse_e2": mse0 / 1e-2}
             for method in args.methods:
                 cfg = config(args, s, method, seed)
                 t0 = time.perf_counter()
@@ -143,6 +166,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "seed": seed,
                     "run_dir": str(run),
                     "wall_seconds_this_call": time.perf_counter() - t0,
+                    **start,
                     "seconds_total": summary.seconds,  # training seconds, summed over epochs
                     **{
                         k: summary.get(k)
@@ -227,6 +251,33 @@ def markdown(agg: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace
     return "\n".join(lines) + "\n"
 
 
+def paired_markdown(records: list[dict[str, Any]], methods: list[str]) -> str:
+    """Warm starts: one row per (observed, seed) cell — the shared snapshot's test MSE, each
+    method's, and each method's change against the adjoint from the same start (paired)."""
+    cells: dict[tuple[float, int], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        cells.setdefault((r["observed"], r["seed"]), {})[r["method"]] = r
+    ref = "adjoint" if "adjoint" in methods else methods[0]
+    others = [m for m in methods if m != ref]
+    head = ["observed", "seed", "snapshot", *methods, *(f"{m} vs {ref}" for m in others)]
+    lines = [
+        f"Per cell, test MSE ×1e-2: the shared snapshot every method starts from, each method "
+        f"after the warm start, and each method's relative change against {ref} (paired).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "| " + " | ".join("---" for _ in head) + " |",
+    ]
+    for (s, seed), by_m in sorted(cells.items()):
+        row = [f"{s:.0%}", str(seed), f"{next(iter(by_m.values()))['start_test_mse_e2']:.4f}"]
+        row += [f"{by_m[m]['test_mse_e2']:.4f}" if m in by_m else "–" for m in methods]
+        base = by_m.get(ref, {}).get("test_mse_e2")
+        for m in others:
+            ok = base is not None and m in by_m
+            row.append(f"{100 * (by_m[m]['test_mse_e2'] / base - 1):+.2f}%" if ok else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def figure(agg: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace, path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -269,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(agg, args)
+    if args.warm_from_epoch is not None:
+        table += "\n" + paired_markdown(records, args.methods)
     write_text_atomic(out / "table4.md", table)
     save_json(
         out / "table4.json",

@@ -529,20 +529,44 @@ def fit_latent(
 
 
 def _load_run(
-    run_dir: str | Path | RunDir, device: str = "cpu"
+    run_dir: str | Path | RunDir, device: str = "cpu", state: str | Path | None = None
 ) -> tuple[FitConfig, LatentODE, LF.WindowData, torch.Tensor, torch.Tensor, int]:
-    """``(config, model at its last epoch, data, test observed mask, test target mask, epoch)``."""
+    """``(config, model at its last epoch, data, test observed mask, test target mask, epoch)``;
+    the model from the snapshot file ``state`` instead where one is given."""
     from physid.device import resolve_device
 
     run = RunDir.open(run_dir) if not isinstance(run_dir, RunDir) else run_dir
     cfg = FitConfig.from_run(run)
     dev = resolve_device(device)
     model = build_model(cfg)
-    epoch = load_model_state(model, run, "last")
+    if state is None:
+        epoch = load_model_state(model, run, "last")
+    else:
+        epoch = LF.load_initial_state(model, state)
     model.to(dev).eval()
     data = _tensors(load_data(cfg), cfg, dev)
     obs, target = test_masks(run, data, cfg)
     return cfg, model, data, obs.to(dev), target.to(dev), epoch
+
+
+def snapshot_test_mse(run_dir: str | Path | RunDir, snapshot: str | Path) -> float:
+    """The test MSE (normalised units) of a run's snapshot, scored as :func:`_evaluate` scores
+    the run's last model (its test masks and z0 samples): where a warm-started fit began.
+
+    Raises:
+        DataError: the run or the snapshot is missing, or the snapshot does not fit the model.
+    """
+    return float(_score(_load_run(run_dir, device="cpu", state=snapshot))["test_mse"])
+
+
+def _score(
+    loaded: tuple[FitConfig, LatentODE, LF.WindowData, torch.Tensor, torch.Tensor, int],
+) -> dict[str, Any]:
+    """:func:`physid.models.latent_fit.evaluate` of a loaded run on its test set, its z0
+    samples drawn from the run's test seed (the same number on every call)."""
+    cfg, model, data, obs, target, _ = loaded
+    gen = torch.Generator().manual_seed(cfg.test_mask_seed)
+    return LF.evaluate(model, data.test, data.t, obs, target, cfg.train_options(), generator=gen)
 
 
 def test_masks(
@@ -620,8 +644,7 @@ def summarise(
 
     cfg, model, data, obs, target, epoch = loaded
     opts = cfg.train_options()
-    gen = torch.Generator().manual_seed(cfg.test_mask_seed)
-    scored = LF.evaluate(model, data.test, data.t, obs, target, opts, generator=gen)
+    scored = _score(loaded)
     with torch.no_grad():
         mean, _ = model.encoder(data.test[:1], obs[:1], data.t)
         x_mean = model.decode(mean.unsqueeze(0), data.t, **LF.decode_kwargs(opts))[0, 0]

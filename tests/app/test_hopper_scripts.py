@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from physid.errors import DataError
+from physid.models.experiments.hopper import snapshot_test_mse
 from physid.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,13 +53,26 @@ def test_collect_tabulates_the_finished_runs_as_the_fit_did(tiny) -> None:
     assert not (base / "runs" / "hopper-latent-ode-tiny-obs20-aca-0").exists()
 
 
+def test_a_snapshot_is_scored_as_the_run_scores_its_last_model(tiny) -> None:
+    source = tiny["base"] / "runs" / "hopper-latent-ode-tiny-obs50-aca-0"
+    last = source / "snapshots" / "epoch_0001.pt"  # the tiny preset's last epoch
+    summary = RunDir(source).read_summary()
+    assert summary.epochs_completed == 2
+    assert snapshot_test_mse(source, last) == pytest.approx(summary.test_mse, rel=1e-9)
+    # the initial model scores differently (the snapshot is really loaded)
+    initial = snapshot_test_mse(source, source / "snapshots" / "initial.pt")
+    assert initial != pytest.approx(summary.test_mse, rel=1e-3)
+
+
 def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny, capsys) -> None:
     base: Path = tiny["base"]
     common = tiny["common"]
     warm = [*common, "--warm-from-epoch", "1", "--warm-epochs", "1", "--methods", "naive,aca"]
     assert reproduce_table4.main([*warm, "--out", str(base / "t4")]) == 0
-    snapshot = base / "runs" / "hopper-latent-ode-tiny-obs50-aca-0" / "snapshots" / "epoch_0000.pt"
+    source = base / "runs" / "hopper-latent-ode-tiny-obs50-aca-0"
+    snapshot = source / "snapshots" / "epoch_0000.pt"
     assert snapshot.exists()
+    start = snapshot_test_mse(source, snapshot)
     table = json.loads((base / "t4" / "table4.json").read_text())
     for method in ("naive", "aca"):
         run = RunDir(base / "runs" / "warm" / f"warm-obs50-{method}-s0")
@@ -69,6 +83,16 @@ def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny, 
         assert config["epochs"] == 1
         (rec,) = [r for r in table["runs"] if r["method"] == method]
         assert rec["test_mse"] == run.read_summary().test_mse
+        # every method's row names the shared start and its score
+        assert rec["start_snapshot"] == str(snapshot)
+        assert rec["start_test_mse_e2"] == pytest.approx(start / 1e-2, rel=1e-12)
+    # the paired table: aca's change against naive (the first method; no adjoint here)
+    by_method = {r["method"]: r["test_mse_e2"] for r in table["runs"]}
+    change = 100 * (by_method["aca"] / by_method["naive"] - 1)
+    md = (base / "t4" / "table4.md").read_text()
+    assert "| aca vs naive |" in md
+    assert f"| 50% | 0 | {start / 1e-2:.4f} | {by_method['naive']:.4f} |" in md
+    assert md.rstrip().endswith(f"| {change:+.2f}% |")
     # --collect gives the same table without fitting
     assert reproduce_table4.main([*warm, "--collect", "--out", str(base / "t4c")]) == 0
     assert (base / "t4c" / "table4.md").read_text() == (base / "t4" / "table4.md").read_text()
