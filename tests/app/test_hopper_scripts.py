@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from physid.models.experiments.hopper import snapshot_test_mse
 
 from physid.errors import DataError
-from physid.models.experiments.hopper import snapshot_test_mse
 from physid.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
