@@ -267,13 +267,25 @@ def paired_markdown(records: list[dict[str, Any]], methods: list[str]) -> str:
         "| " + " | ".join(head) + " |",
         "| " + " | ".join("---" for _ in head) + " |",
     ]
+    changes: dict[str, list[float]] = {m: [] for m in others}
     for (s, seed), by_m in sorted(cells.items()):
         row = [f"{s:.0%}", str(seed), f"{next(iter(by_m.values()))['start_test_mse_e2']:.4f}"]
         row += [f"{by_m[m]['test_mse_e2']:.4f}" if m in by_m else "–" for m in methods]
         base = by_m.get(ref, {}).get("test_mse_e2")
         for m in others:
-            ok = base is not None and m in by_m
-            row.append(f"{100 * (by_m[m]['test_mse_e2'] / base - 1):+.2f}%" if ok else "–")
+            if base is None or m not in by_m:
+                row.append("–")
+                continue
+            changes[m].append(100 * (by_m[m]["test_mse_e2"] / base - 1))
+            row.append(f"{changes[m][-1]:+.2f}%")
+        lines.append("| " + " | ".join(row) + " |")
+    if len(cells) > 1:  # over the cells: mean ± std of each change, and how often it is above
+        row = ["all", f"{len(cells)} cells", "", *("" for _ in methods)]
+        for m in others:
+            c = np.array(changes[m])
+            sd = float(np.std(c, ddof=1)) if len(c) > 1 else 0.0
+            above = int((c > 0).sum())
+            row.append(f"{c.mean():+.2f}% ± {sd:.2f}, above in {above}/{len(c)}" if len(c) else "–")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

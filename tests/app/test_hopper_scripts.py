@@ -100,3 +100,23 @@ def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny, 
     missing = [*common, "--warm-from-epoch", "7", "--out", str(base / "t4x")]
     assert reproduce_table4.main(missing) == 1
     assert "epoch_0006.pt does not exist" in capsys.readouterr().err
+
+
+def test_the_paired_table_summarises_the_changes_over_cells() -> None:
+    def rec(s: float, seed: int, method: str, mse: float) -> dict[str, Any]:
+        return {"observed": s, "seed": seed, "method": method, "test_mse_e2": mse}
+
+    start = {"start_test_mse_e2": 0.2}
+    records = [
+        {**rec(0.1, 0, "adjoint", 0.100), **start},
+        {**rec(0.1, 0, "naive", 0.101), **start},
+        {**rec(0.5, 1, "adjoint", 0.200), **start},
+        {**rec(0.5, 1, "naive", 0.198), **start},
+    ]
+    md = reproduce_table4.paired_markdown(records, ["naive", "adjoint"])
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| observed | seed | snapshot | naive | adjoint | naive vs adjoint |"
+    assert rows[2] == "| 10% | 0 | 0.2000 | 0.1010 | 0.1000 | +1.00% |"
+    assert rows[3] == "| 50% | 1 | 0.2000 | 0.1980 | 0.2000 | -1.00% |"
+    # mean 0 of +1% and -1%, sample std √2, above in one cell of two
+    assert rows[4] == "| all | 2 cells |  |  |  | +0.00% ± 1.41, above in 1/2 |"
