@@ -91,8 +91,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="continue each cell's ACA fit from its snapshot after this epoch (see above)",
     )
     p.add_argument("--warm-epochs", type=int, default=5, help="epochs of every warm-started fit")
+    p.add_argument(
+        "--control-rtol",
+        type=float,
+        default=None,
+        help="warm starts: also continue ACA from each snapshot at this rtol (the noise floor)",
+    )
     p.add_argument("--collect", action="store_true", help="fit nothing: tabulate finished runs")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.control_rtol is not None and args.warm_from_epoch is None:
+        p.error("--control-rtol needs --warm-from-epoch")
+    return args
 
 
 def _common(args: argparse.Namespace, s: float, method: str, seed: int) -> dict[str, Any]:
@@ -126,13 +135,21 @@ def warm_source(args: argparse.Namespace, s: float, seed: int) -> tuple[FitConfi
     return source, snapshot
 
 
+def control_label(rtol: float) -> str:
+    """The control's row: ACA again from the same snapshot at another solver tolerance."""
+    return f"aca@rtol{rtol:g}"
+
+
 def config(args: argparse.Namespace, s: float, method: str, seed: int) -> FitConfig:
-    """The fit of one cell: a full fit, or a warm start from the cell's ACA snapshot."""
-    common = _common(args, s, method, seed)
+    """The fit of one cell: a full fit, or a warm start from the cell's ACA snapshot (the
+    control, :func:`control_label`, is ACA at ``--control-rtol``)."""
+    control = args.control_rtol is not None and method == control_label(args.control_rtol)
+    common = _common(args, s, "aca" if control else method, seed)
     if args.warm_from_epoch is None:
         return FitConfig(epochs=args.epochs, runs_dir=args.runs_dir, **common)
     pct = int(round(100 * s))
     _, snapshot = warm_source(args, s, seed)
+    name = f"aca-rtol{args.control_rtol:g}" if control else method
     return FitConfig(
         epochs=args.warm_epochs,
         lr=1e-3,
@@ -140,9 +157,17 @@ def config(args: argparse.Namespace, s: float, method: str, seed: int) -> FitCon
         kl_wait=0,
         init_from=str(snapshot),
         runs_dir=str(Path(args.runs_dir) / "warm"),
-        run_name=f"warm-obs{pct}-{method}-s{seed}",
+        run_name=f"warm-obs{pct}-{name}-s{seed}",
+        **({"rtol": args.control_rtol} if control else {}),
         **common,
     )
+
+
+def row_labels(args: argparse.Namespace) -> list[str]:
+    """The methods, then the control where ``--control-rtol`` asks for one."""
+    if args.control_rtol is None:
+        return list(args.methods)
+    return [*args.methods, control_label(args.control_rtol)]
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -154,7 +179,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 source, snapshot = warm_source(args, s, seed)
                 mse0 = snapshot_test_mse(source.run_dir.path, snapshot)
                 start = {"start_snapshot": str(snapshot), "start_test_mse_e2": mse0 / 1e-2}
-            for method in args.methods:
+            for method in row_labels(args):
                 cfg = config(args, s, method, seed)
                 t0 = time.perf_counter()
                 # fits (or resumes) and evaluates; --collect reads a finished run
@@ -251,37 +276,44 @@ def markdown(agg: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace
     return "\n".join(lines) + "\n"
 
 
+def paired_with(methods: list[str]) -> list[tuple[str, str]]:
+    """``(row, what it is compared with)``: every method with the adjoint (the first method
+    without one), a control (``aca@rtol…``) with ACA at the default tolerance."""
+    ref = "adjoint" if "adjoint" in methods else methods[0]
+    return [(m, "aca" if m.startswith("aca@") else ref) for m in methods if m != ref]
+
+
 def paired_markdown(records: list[dict[str, Any]], methods: list[str]) -> str:
     """Warm starts: one row per (observed, seed) cell — the shared snapshot's test MSE, each
-    method's, and each method's change against the adjoint from the same start (paired)."""
+    method's, and each method's change against the adjoint from the same start (paired); a
+    control (``aca@rtol…``) against ACA at the default tolerance."""
     cells: dict[tuple[float, int], dict[str, dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["observed"], r["seed"]), {})[r["method"]] = r
-    ref = "adjoint" if "adjoint" in methods else methods[0]
-    others = [m for m in methods if m != ref]
-    head = ["observed", "seed", "snapshot", *methods, *(f"{m} vs {ref}" for m in others)]
+    pairs = paired_with(methods)
+    head = ["observed", "seed", "snapshot", *methods, *(f"{m} vs {b}" for m, b in pairs)]
     lines = [
-        f"Per cell, test MSE ×1e-2: the shared snapshot every method starts from, each method "
-        f"after the warm start, and each method's relative change against {ref} (paired).",
+        "Per cell, test MSE ×1e-2: the shared snapshot every method starts from, each method "
+        "after the warm start, and each one's relative change against another from the same "
+        "start (paired; the last line: mean ± std over the cells, and in how many it is above).",
         "",
         "| " + " | ".join(head) + " |",
         "| " + " | ".join("---" for _ in head) + " |",
     ]
-    changes: dict[str, list[float]] = {m: [] for m in others}
+    changes: dict[str, list[float]] = {m: [] for m, _ in pairs}
     for (s, seed), by_m in sorted(cells.items()):
         row = [f"{s:.0%}", str(seed), f"{next(iter(by_m.values()))['start_test_mse_e2']:.4f}"]
         row += [f"{by_m[m]['test_mse_e2']:.4f}" if m in by_m else "–" for m in methods]
-        base = by_m.get(ref, {}).get("test_mse_e2")
-        for m in others:
-            if base is None or m not in by_m:
+        for m, b in pairs:
+            if b not in by_m or m not in by_m:
                 row.append("–")
                 continue
-            changes[m].append(100 * (by_m[m]["test_mse_e2"] / base - 1))
+            changes[m].append(100 * (by_m[m]["test_mse_e2"] / by_m[b]["test_mse_e2"] - 1))
             row.append(f"{changes[m][-1]:+.2f}%")
         lines.append("| " + " | ".join(row) + " |")
     if len(cells) > 1:  # over the cells: mean ± std of each change, and how often it is above
         row = ["all", f"{len(cells)} cells", "", *("" for _ in methods)]
-        for m in others:
+        for m, _ in pairs:
             c = np.array(changes[m])
             sd = float(np.std(c, ddof=1)) if len(c) > 1 else 0.0
             above = int((c > 0).sum())
@@ -324,22 +356,21 @@ def figure(
     ax2.set_title(f"cost per epoch (preset {args.preset})")
     if records:
         ax3 = fig.add_subplot(1, panels, 3)
-        ref = "adjoint" if "adjoint" in methods else methods[0]
         mse = {(r["observed"], r["seed"], r["method"]): r["test_mse_e2"] for r in records}
-        others = [m for m in methods if m != ref]
-        for i, m in enumerate(others):
+        pairs = paired_with(methods)
+        for i, (m, b) in enumerate(pairs):
             xs, ys = [], []
             for (s, seed, method), v in mse.items():
-                base = mse.get((s, seed, ref))
+                base = mse.get((s, seed, b))
                 if method == m and base is not None:
-                    xs.append(fractions.index(f"{s:.1f}") + (i - (len(others) - 1) / 2) * 0.15)
+                    xs.append(fractions.index(f"{s:.1f}") + (i - (len(pairs) - 1) / 2) * 0.15)
                     ys.append(100 * (v / base - 1))
-            ax3.plot(xs, ys, "o", label=m)
+            ax3.plot(xs, ys, "o", label=f"{m} vs {b}")
         ax3.axhline(0.0, color="k", lw=0.8)
         ax3.set_xticks(range(len(fractions)), [f"{float(s):.0%}" for s in fractions])
         ax3.set_xlim(-0.5, len(fractions) - 0.5)
         ax3.set_xlabel("observed points (one dot per seed)")
-        ax3.set_ylabel(f"test MSE change against {ref} (%)")
+        ax3.set_ylabel("test MSE change (%)")
         ax3.set_title("paired: the same snapshot for every method")
         ax3.legend(fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -361,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(agg, args)
     if args.warm_from_epoch is not None:
-        table += "\n" + paired_markdown(records, args.methods)
+        table += "\n" + paired_markdown(records, row_labels(args))
     write_text_atomic(out / "table4.md", table)
     save_json(
         out / "table4.json",

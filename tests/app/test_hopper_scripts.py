@@ -96,6 +96,20 @@ def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny, 
     # --collect gives the same table without fitting
     assert reproduce_table4.main([*warm, "--collect", "--out", str(base / "t4c")]) == 0
     assert (base / "t4c" / "table4.md").read_text() == (base / "t4" / "table4.md").read_text()
+    # the control: ACA again from the same snapshot at another tolerance, against ACA
+    ctl = [*warm, "--control-rtol", "0.002", "--out", str(base / "t4ctl")]
+    assert reproduce_table4.main(ctl) == 0
+    run = RunDir(base / "runs" / "warm" / "warm-obs50-aca-rtol0.002-s0")
+    config = json.loads((run.path / "config.json").read_text())
+    assert (config["method"], config["rtol"], config["init_from"]) == ("aca", 2e-3, str(snapshot))
+    ctl_table = json.loads((base / "t4ctl" / "table4.json").read_text())
+    mse = {r["method"]: r["test_mse_e2"] for r in ctl_table["runs"]}
+    assert mse["aca"] == by_method["aca"]  # the finished runs are only re-evaluated
+    assert mse["aca@rtol0.002"] == run.read_summary().test_mse / 1e-2
+    row = (base / "t4ctl" / "table4.md").read_text().rstrip().splitlines()[-1]
+    assert row.endswith(f"| {100 * (mse['aca@rtol0.002'] / mse['aca'] - 1):+.2f}% |")
+    with pytest.raises(SystemExit):  # a control needs warm starts
+        reproduce_table4.parse_args([*common, "--control-rtol", "0.002"])
     # a snapshot the source fit never saved is named
     missing = [*common, "--warm-from-epoch", "7", "--out", str(base / "t4x")]
     assert reproduce_table4.main(missing) == 1
