@@ -17,13 +17,16 @@ continues the ACA fit of its (observed, seed) cell — ``hopper-latent-ode-obsNN
 ``--warm-epochs`` epochs at the learning-rate floor (lr 1e-3, no decay, KL weight restarted), as
 ``RUNS_DIR/warm/warm-obsNN-METHOD-sSEED``; the table then adds one row per cell with the
 snapshot's own test MSE (where all methods began) and each method's change against the adjoint
-from that shared start. ``--collect`` fits nothing and tabulates finished runs.
+from that shared start. ``--control-rtol R`` adds a control per cell: ACA again from the same
+snapshot at rtol ``R`` (``warm-obsNN-aca-rtolR-sSEED``), compared with ACA — how far a small
+change of the gradient unrelated to the method moves the result. ``--collect`` fits nothing and
+tabulates finished runs.
 
 Examples:
     python scripts/reproduce_table4.py                       # default preset, seed 0
     python scripts/reproduce_table4.py --seeds 0,1,2
     python scripts/reproduce_table4.py --observed 0.5 --seeds 0,1,2 --warm-from-epoch 40 \
-        --out bench_results/hopper_warm_table4                # 1,000 iterations per method
+        --control-rtol 1.1e-3 --out bench_results/hopper_warm_table4  # 1,000 iterations each
     python scripts/reproduce_table4.py --epochs 1 --n-trajectories 20 --preset tiny  # smoke test
 """
 
