@@ -54,7 +54,7 @@ from physid.models.experiments.hopper import (  # noqa: E402
 )
 
 from physid._io import save_json, write_text_atomic  # noqa: E402
-from physid.errors import DataError, FitInterrupted, PhysidError  # noqa: E402
+from physid.errors import ConfigError, DataError, FitInterrupted, PhysidError  # noqa: E402
 
 METHODS = ("adjoint", "naive", "aca", "seminorm")
 EXPERIMENT = Hopper()
@@ -101,10 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="warm starts: also continue ACA from each snapshot at this rtol (the noise floor)",
     )
     p.add_argument("--collect", action="store_true", help="fit nothing: tabulate finished runs")
-    args = p.parse_args(argv)
-    if args.control_rtol is not None and args.warm_from_epoch is None:
-        p.error("--control-rtol needs --warm-from-epoch")
-    return args
+    return p.parse_args(argv)
 
 
 def _common(args: argparse.Namespace, s: float, method: str, seed: int) -> dict[str, Any]:
@@ -138,9 +135,13 @@ def warm_source(args: argparse.Namespace, s: float, seed: int) -> tuple[FitConfi
     return source, snapshot
 
 
+CONTROL = "aca@rtol"
+"""The start of the control's row label (ACA again from the same snapshot at another rtol)."""
+
+
 def control_label(rtol: float) -> str:
     """The control's row: ACA again from the same snapshot at another solver tolerance."""
-    return f"aca@rtol{rtol:g}"
+    return f"{CONTROL}{rtol:g}"
 
 
 def config(args: argparse.Namespace, s: float, method: str, seed: int) -> FitConfig:
@@ -174,6 +175,8 @@ def row_labels(args: argparse.Namespace) -> list[str]:
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.control_rtol is not None and args.warm_from_epoch is None:
+        raise ConfigError("--control-rtol needs --warm-from-epoch: a control continues a snapshot.")
     records = []
     for seed in args.seeds:
         for s in args.observed:
@@ -283,7 +286,23 @@ def paired_with(methods: list[str]) -> list[tuple[str, str]]:
     """``(row, what it is compared with)``: every method with the adjoint (the first method
     without one), a control (``aca@rtol…``) with ACA at the default tolerance."""
     ref = "adjoint" if "adjoint" in methods else methods[0]
-    return [(m, "aca" if m.startswith("aca@") else ref) for m in methods if m != ref]
+    return [(m, "aca" if m.startswith(CONTROL) else ref) for m in methods if m != ref]
+
+
+def paired_changes(
+    records: list[dict[str, Any]], methods: list[str]
+) -> dict[tuple[str, str], dict[tuple[float, int], float]]:
+    """``(row, compared with) -> (observed, seed) -> % change of its test MSE`` over the cells
+    where both ran (:func:`paired_with`'s pairs): the numbers of the paired table and figure."""
+    mse = {(r["observed"], r["seed"], r["method"]): r["test_mse_e2"] for r in records}
+    out: dict[tuple[str, str], dict[tuple[float, int], float]] = {}
+    for m, b in paired_with(methods):
+        out[(m, b)] = {
+            (s, seed): 100 * (v / mse[(s, seed, b)] - 1)
+            for (s, seed, method), v in mse.items()
+            if method == m and (s, seed, b) in mse
+        }
+    return out
 
 
 def paired_markdown(records: list[dict[str, Any]], methods: list[str]) -> str:
@@ -293,8 +312,8 @@ def paired_markdown(records: list[dict[str, Any]], methods: list[str]) -> str:
     cells: dict[tuple[float, int], dict[str, dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["observed"], r["seed"]), {})[r["method"]] = r
-    pairs = paired_with(methods)
-    head = ["observed", "seed", "snapshot", *methods, *(f"{m} vs {b}" for m, b in pairs)]
+    changes = paired_changes(records, methods)
+    head = ["observed", "seed", "snapshot", *methods, *(f"{m} vs {b}" for m, b in changes)]
     lines = [
         "Per cell, test MSE ×1e-2: the shared snapshot every method starts from, each method "
         "after the warm start, and each one's relative change against another from the same "
@@ -303,21 +322,16 @@ def paired_markdown(records: list[dict[str, Any]], methods: list[str]) -> str:
         "| " + " | ".join(head) + " |",
         "| " + " | ".join("---" for _ in head) + " |",
     ]
-    changes: dict[str, list[float]] = {m: [] for m, _ in pairs}
-    for (s, seed), by_m in sorted(cells.items()):
+    for cell, by_m in sorted(cells.items()):
+        s, seed = cell
         row = [f"{s:.0%}", str(seed), f"{next(iter(by_m.values()))['start_test_mse_e2']:.4f}"]
         row += [f"{by_m[m]['test_mse_e2']:.4f}" if m in by_m else "–" for m in methods]
-        for m, b in pairs:
-            if b not in by_m or m not in by_m:
-                row.append("–")
-                continue
-            changes[m].append(100 * (by_m[m]["test_mse_e2"] / by_m[b]["test_mse_e2"] - 1))
-            row.append(f"{changes[m][-1]:+.2f}%")
+        row += [f"{c[cell]:+.2f}%" if cell in c else "–" for c in changes.values()]
         lines.append("| " + " | ".join(row) + " |")
     if len(cells) > 1:  # over the cells: mean ± std of each change, and how often it is above
         row = ["all", f"{len(cells)} cells", "", *("" for _ in methods)]
-        for m, _ in pairs:
-            c = np.array(changes[m])
+        for by_cell in changes.values():
+            c = np.array([by_cell[cell] for cell in sorted(by_cell)])
             sd = float(np.std(c, ddof=1)) if len(c) > 1 else 0.0
             above = int((c > 0).sum())
             row.append(f"{c.mean():+.2f}% ± {sd:.2f}, above in {above}/{len(c)}" if len(c) else "–")
@@ -359,16 +373,11 @@ def figure(
     ax2.set_title(f"cost per epoch (preset {args.preset})")
     if records:
         ax3 = fig.add_subplot(1, panels, 3)
-        mse = {(r["observed"], r["seed"], r["method"]): r["test_mse_e2"] for r in records}
-        pairs = paired_with(methods)
-        for i, (m, b) in enumerate(pairs):
-            xs, ys = [], []
-            for (s, seed, method), v in mse.items():
-                base = mse.get((s, seed, b))
-                if method == m and base is not None:
-                    xs.append(fractions.index(f"{s:.1f}") + (i - (len(pairs) - 1) / 2) * 0.15)
-                    ys.append(100 * (v / base - 1))
-            ax3.plot(xs, ys, "o", label=f"{m} vs {b}")
+        changes = paired_changes(records, methods)
+        for i, ((m, b), by_cell) in enumerate(changes.items()):
+            offset = (i - (len(changes) - 1) / 2) * 0.15
+            xs = [fractions.index(f"{s:.1f}") + offset for s, _ in by_cell]
+            ax3.plot(xs, list(by_cell.values()), "o", label=f"{m} vs {b}")
         ax3.axhline(0.0, color="k", lw=0.8)
         ax3.set_xticks(range(len(fractions)), [f"{float(s):.0%}" for s in fractions])
         ax3.set_xlim(-0.5, len(fractions) - 0.5)

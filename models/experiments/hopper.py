@@ -45,7 +45,7 @@ from physid.errors import ConfigError, DataError
 from physid.experiment import DTYPES, AbstractExperiment, BaseConfig, SimulateOptions, option
 from physid.render import write_video
 from physid.runs import RunDir, RunSummary
-from physid.training import TrainResult, load_model_state
+from physid.training import TrainResult
 
 __all__ = [
     "SYSTEM",
@@ -539,10 +539,7 @@ def _load_run(
     cfg = FitConfig.from_run(run)
     dev = resolve_device(device)
     model = build_model(cfg)
-    if state is None:
-        epoch = load_model_state(model, run, "last")
-    else:
-        epoch = LF.load_initial_state(model, state)
+    epoch = LF.load_initial_state(model, run.path if state is None else state)
     model.to(dev).eval()
     data = _tensors(load_data(cfg), cfg, dev)
     obs, target = test_masks(run, data, cfg)

@@ -108,8 +108,11 @@ def test_warm_started_table4_continues_every_method_from_the_aca_snapshot(tiny, 
     assert mse["aca@rtol0.002"] == run.read_summary().test_mse / 1e-2
     row = (base / "t4ctl" / "table4.md").read_text().rstrip().splitlines()[-1]
     assert row.endswith(f"| {100 * (mse['aca@rtol0.002'] / mse['aca'] - 1):+.2f}% |")
-    with pytest.raises(SystemExit):  # a control needs warm starts
-        reproduce_table4.parse_args([*common, "--control-rtol", "0.002"])
+    # a control needs warm starts: one sentence, exit 1, nothing written
+    no_warm = [*common, "--control-rtol", "0.002", "--out", str(base / "c")]
+    assert reproduce_table4.main(no_warm) == 1
+    assert "--control-rtol needs --warm-from-epoch" in capsys.readouterr().err
+    assert not (base / "c").exists()
     # a snapshot the source fit never saved is named
     missing = [*common, "--warm-from-epoch", "7", "--out", str(base / "t4x")]
     assert reproduce_table4.main(missing) == 1
